@@ -1,0 +1,107 @@
+"""Explicit pyarrow schemas: the contract between stages.
+
+Every stage reads and writes only these tables. Columns are nullable unless a stage
+cannot work without them; `validate` checks the non-nullable ones. Keep this file and
+`docs/manifests.md` in step.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+VIDEO_STATUS = ("ok", "error")
+LABELS = ("real", "fake", "unknown")
+SPLITS = ("train", "val", "test")
+
+#: Stable error codes a videos/ row may carry. Tests and users match on these.
+ERROR_CODES = {
+    "unreadable": "the path cannot be opened (missing, permission, a directory)",
+    "empty_file": "the file has zero bytes",
+    "not_video": "the file is not a container FFmpeg can read",
+    "no_video_stream": "the container has no video stream (audio-only, data)",
+    "truncated": "decoding stopped early or no frame could be decoded",
+    "too_large": "a frame exceeds --max-pixels",
+    "duplicate": "the same content was already listed under another path",
+    "decode_error": "FFmpeg raised while decoding",
+    "detector_error": "the face detector raised",
+    "source_missing": "a fake's source video is not in the dataset",
+    "pair_mismatch": "a fake and its source differ in size or length",
+    "bad_input": "an input file of a stage is malformed",
+    "internal": "an unexpected error in dfpipe (a bug: please report it)",
+}
+
+_f32 = pa.float32()
+_f64 = pa.float64()
+
+VIDEOS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("dataset", pa.string()),
+        pa.field("method", pa.string()),
+        pa.field("compression", pa.string()),
+        pa.field("source_video_id", pa.string()),
+        pa.field("target_video_id", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("rotation", pa.int32()),
+        pa.field("fps", _f64),
+        pa.field("n_frames", pa.int64()),
+        pa.field("duration", _f64),
+        pa.field("codec", pa.string()),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("n_sampled", pa.int64()),
+        pa.field("n_faces", pa.int64()),
+        pa.field("n_tracks", pa.int32()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error_code", pa.string()),
+        pa.field("error", pa.string()),
+        # free-form lineage and stage details as a JSON object (synthesis parameters,
+        # ingest notes); typed columns above are what other stages rely on.
+        pa.field("meta", pa.string()),
+    ],
+    metadata={"dfpipe.table": "videos", "dfpipe.schema_version": SCHEMA_VERSION},
+)
+
+FACES_SCHEMA = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("frame_index", pa.int64(), nullable=False),
+        pa.field("timestamp", _f64),
+        pa.field("track_id", pa.int32(), nullable=False),
+        pa.field("score", _f32),
+        # detection box in frame pixels (upright frame, after rotation)
+        pa.field("x1", _f32),
+        pa.field("y1", _f32),
+        pa.field("x2", _f32),
+        pa.field("y2", _f32),
+        # 5 landmarks (left eye, right eye, nose, left mouth, right mouth) as x0,y0,...,x4,y4
+        pa.field("landmarks", pa.list_(_f32, 10)),
+        # 2x3 affine matrix (row-major) from frame pixels to crop pixels
+        pa.field("matrix", pa.list_(_f64, 6)),
+        pa.field("crop", pa.string()),  # "align" or "box"
+        pa.field("size", pa.int32()),
+        pa.field("image_format", pa.string()),  # "png" or "jpeg"
+        pa.field("image", pa.binary()),
+        pa.field("mask", pa.binary()),  # 8-bit PNG, 255 = manipulated; null when unknown
+        pa.field("mask_source", pa.string()),  # "pair", "shipped", "landmarks", "synth"
+        pa.field("label", pa.string()),
+        pa.field("split", pa.string()),
+    ],
+    metadata={"dfpipe.table": "faces", "dfpipe.schema_version": SCHEMA_VERSION},
+)
+
+#: Columns cheap to read: everything but encoded pixels.
+FACES_INDEX_COLUMNS = [f.name for f in FACES_SCHEMA if f.name not in ("image", "mask")]
+
+TABLES = {"videos": VIDEOS_SCHEMA, "faces": FACES_SCHEMA}
+
+
+def register_table(name: str, schema: pa.Schema) -> None:
+    """Let a stage (quality, ...) declare its table so `validate` knows it."""
+    TABLES[name] = schema

@@ -1,0 +1,144 @@
+"""The weights cache: every model file is named, pinned by sha256 and found offline.
+
+Lookup order for a file: an explicit path (`--weights PATH`), `$DFPIPE_WEIGHTS_DIR`
+(searched recursively by file name), `$DFPIPE_HOME/weights` (default
+`~/.cache/dfpipe/weights`), then a download from the public URL into the cache unless
+`$DFPIPE_OFFLINE=1`. A file whose sha256 differs from the pinned one is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing or does not match its pinned hash."""
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    name: str  # file name, also what is searched for in DFPIPE_WEIGHTS_DIR
+    sha256: str | None  # None = not pinned (user-supplied files only)
+    urls: tuple[str, ...] = ()
+    note: str = ""
+
+
+#: Known files. Add an entry per new model family.
+REGISTRY: dict[str, WeightsFile] = {
+    "retinaface_mobilenet0.25": WeightsFile(
+        name="mobilenet0.25_Final.pth",
+        sha256="2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
+        urls=(
+            "https://github.com/elliottzheng/face-detection/releases/download/0.0.1/mobilenet0.25_Final.pth",
+            "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+        ),
+        note="RetinaFace mobilenet0.25 (Pytorch_Retinaface)",
+    ),
+    "retinaface_resnet50": WeightsFile(
+        name="Resnet50_Final.pth",
+        sha256=None,
+        urls=(),
+        note="RetinaFace ResNet-50 (Pytorch_Retinaface); hash not pinned, pass --weights PATH",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    home = os.environ.get("DFPIPE_HOME")
+    base = Path(home) if home else Path.home() / ".cache" / "dfpipe"
+    return base / "weights"
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, spec: WeightsFile) -> Path:
+    if spec.sha256 is not None:
+        got = sha256_of(path)
+        if got != spec.sha256:
+            raise WeightsError(
+                f"{path} has sha256 {got}, expected {spec.sha256} for {spec.note or spec.name}. "
+                "Remove or replace the file."
+            )
+    return path
+
+
+def _search_weights_dir(name: str) -> Path | None:
+    root = os.environ.get("DFPIPE_WEIGHTS_DIR")
+    if not root:
+        return None
+    root_path = Path(root)
+    direct = root_path / name
+    if direct.is_file():
+        return direct
+    for candidate in sorted(root_path.rglob(name)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download(spec: WeightsFile, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in spec.urls:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
+        os.close(fd)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+                shutil.copyfileobj(resp, out)
+            _verified(Path(tmp), spec)
+            os.replace(tmp, dest)
+            return dest
+        except Exception as exc:  # try the next mirror
+            errors.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise WeightsError(_missing_message(spec, "download failed:\n  " + "\n  ".join(errors)))
+
+
+def _missing_message(spec: WeightsFile, why: str) -> str:
+    where = f"$DFPIPE_WEIGHTS_DIR, or {cache_dir() / spec.name}"
+    pinned = f"sha256 {spec.sha256}" if spec.sha256 else "no pinned hash"
+    urls = "\n  ".join(spec.urls) or "(no public URL known)"
+    return (
+        f"weights file {spec.name!r} ({spec.note}; {pinned}) not found: {why}.\n"
+        f"Put the file in {where}, or pass --weights PATH. Public copies:\n  {urls}"
+    )
+
+
+def resolve_weights(key: str, explicit: str | Path | None = None) -> Path:
+    """Path of a verified weights file for registry entry `key` (see module docstring)."""
+    if key not in REGISTRY:
+        raise WeightsError(f"unknown weights {key!r}; known: {', '.join(sorted(REGISTRY))}")
+    spec = REGISTRY[key]
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise WeightsError(f"--weights {path}: no such file")
+        return _verified(path, spec)
+    found = _search_weights_dir(spec.name)
+    if found is not None:
+        return _verified(found, spec)
+    cached = cache_dir() / spec.name
+    if cached.is_file():
+        return _verified(cached, spec)
+    if os.environ.get("DFPIPE_OFFLINE") == "1" or not spec.urls:
+        raise WeightsError(_missing_message(spec, "offline and not in the cache"))
+    return _download(spec, cached)
+
+
+def register_weights(key: str, spec: WeightsFile) -> None:
+    """Let a model module declare the files it needs (VGG for LPIPS, ...)."""
+    REGISTRY[key] = spec
