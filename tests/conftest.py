@@ -1,0 +1,65 @@
+"""Shared test fixtures: where ../shared is, and real-face test videos made with ffmpeg.
+
+Tests that need ../shared skip with a reason on a user's clone, and fail in CI
+(`DFPIPE_REQUIRE_SHARED=1`, set by .ci/run), so CI never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DFPIPE_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))
+
+
+def _need(path: Path) -> Path:
+    if path.exists():
+        return path
+    msg = f"{path} is absent (../shared beside the clone holds the real test data)"
+    if os.environ.get("DFPIPE_REQUIRE_SHARED") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    return _need(SHARED / "data" / "faces")
+
+
+@pytest.fixture(scope="session")
+def videos_dir() -> Path:
+    return _need(SHARED / "data" / "videos")
+
+
+@pytest.fixture(scope="session")
+def real_video(videos_dir) -> Path:
+    return videos_dir / "ffpp_real_004.mp4"
+
+
+@pytest.fixture(scope="session")
+def fake_video(videos_dir) -> Path:
+    return videos_dir / "ffpp_fake_NeuralTextures_004_982.mp4"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _weights_dir():
+    """Point the weights cache at ../shared/weights (never the network)."""
+    if "DFPIPE_WEIGHTS_DIR" not in os.environ and (SHARED / "weights").is_dir():
+        os.environ["DFPIPE_WEIGHTS_DIR"] = str(SHARED / "weights")
+    yield
+
+
+@pytest.fixture(scope="session")
+def retinaface_weights(shared_dir) -> Path:
+    return _need(shared_dir / "weights" / "retinaface" / "mobilenet0.25_Final.pth")
