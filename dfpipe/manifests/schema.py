@@ -11,7 +11,8 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "1"
 
-VIDEO_STATUS = ("ok", "error")
+#: pending = listed (by ingest) but not yet extracted
+VIDEO_STATUS = ("pending", "ok", "error")
 LABELS = ("real", "fake", "unknown")
 SPLITS = ("train", "val", "test")
 
