@@ -1,0 +1,463 @@
+"""Decode videos into upright RGB frames, one at a time.
+
+The contract (docs/architecture.md): `probe(path) -> VideoInfo` and
+`iter_frames(path, sampling, backend) -> Iterator[Frame]`; every failure is a
+`DecodeError` whose `code` is one of `dfpipe.manifests.schema.ERROR_CODES`, so the extract
+stage can write an error row instead of a traceback.
+
+Memory is bounded by one frame whatever the video length: frames are streamed from the
+decoder, and frames that the sampling skips are never converted to RGB (the conversion
+costs about as much as decoding, so skipping it is what makes `every=10` cheap).
+
+Backends. `pyav` (required) and `decord` (optional extra) both wrap FFmpeg and give the
+same pixels. `auto` means PyAV: bench/decode.py (docs/benchmarks.md) measured the two
+within a few percent of each other at every frame and with sampling, so speed does not
+decide; PyAV is always installed, streams with memory bounded by one frame, and reads
+files decord refuses (a half-copied MP4). `backend="decord"` falls back to PyAV, with a
+warning, for a file decord cannot open, so both backends report the same error codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from dfpipe.manifests.schema import ERROR_CODES
+
+_log = logging.getLogger(__name__)
+
+Backend = Literal["pyav", "decord", "auto"]
+BACKENDS = ("pyav", "decord", "auto")
+
+# Image formats FFmpeg opens as a one-frame "video": a still photo is not a video here.
+_STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe"}
+# A shortfall of more than this many frames (or this fraction) against an exact container
+# frame count means the file stopped early; smaller gaps are normal encoder slack.
+_TRUNCATION_SLACK_FRAMES = 2
+_TRUNCATION_SLACK_FRACTION = 0.02
+
+
+class DecodeError(Exception):
+    """A video could not be decoded; `code` is a stable key of `ERROR_CODES`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown decode error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a videos/ row needs to know about a file, read without decoding it all.
+
+    `width`/`height` are of the upright picture (after rotation metadata). `rotation` is
+    the clockwise turn, in degrees (0, 90, 180, 270), that makes the stored picture
+    upright (the convention of the legacy `rotate` tag; a portrait phone clip is usually
+    90). `n_frames` is the container's count when it has one (`n_frames_exact`), else an
+    estimate from duration x fps.
+    """
+
+    width: int
+    height: int
+    rotation: int
+    fps: float
+    n_frames: int
+    duration: float
+    codec: str
+    has_audio: bool
+    n_frames_exact: bool = True
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: true stream index, presentation time (s), upright RGB pixels."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames to keep: at most one of `every`, `count`, `fps`; none = every frame.
+
+    - `every=N`: frames 0, N, 2N, ...
+    - `count=N`: N frames spread evenly from the first to the last frame (fewer when
+      the video is shorter).
+    - `fps=R`: about R frames per second of video, by timestamp (the first frame at or
+      after each multiple of 1/R s); a rate at or above the video's keeps every frame.
+    """
+
+    every: int | None = None
+    count: int | None = None
+    fps: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("every", "count", "fps") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"choose one frame sampling, not {' and '.join(given)}")
+        for name in ("every", "count"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"sampling {name} must be a whole number >= 1, got {value!r}")
+        if self.fps is not None:
+            if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not math.isfinite(self.fps) or self.fps <= 0:
+                raise ValueError(f"sampling fps must be a positive number, got {self.fps!r}")
+
+    def describe(self) -> str:
+        if self.every is not None:
+            return f"every {self.every}th frame" if self.every > 1 else "every frame"
+        if self.count is not None:
+            return f"{self.count} frames spread over the video"
+        if self.fps is not None:
+            return f"{self.fps:g} frames per second"
+        return "every frame"
+
+
+class _Selector:
+    """Decides frame by frame whether `Sampling` keeps it, and when nothing is left."""
+
+    def __init__(self, sampling: Sampling, n_frames: int, fps: float) -> None:
+        self.sampling = sampling
+        self.wanted: list[int] | None = None
+        if sampling.count is not None:
+            n = max(int(n_frames), 0)
+            k = min(sampling.count, n)
+            self.wanted = sorted({int(round(x)) for x in np.linspace(0, n - 1, k)}) if k else []
+            self._pos = 0
+        # Half a source frame of tolerance so 25 fps -> 5 fps keeps 0, 5, 10, ... despite
+        # timestamps being rounded to the stream's time base.
+        self._eps = 0.5 / fps if fps > 0 else 1e-3
+        self._next_t = 0.0
+
+    def take(self, index: int, timestamp: float) -> bool:
+        s = self.sampling
+        if self.wanted is not None:
+            if self._pos < len(self.wanted) and index == self.wanted[self._pos]:
+                self._pos += 1
+                return True
+            return False
+        if s.every is not None:
+            return index % s.every == 0
+        if s.fps is not None:
+            if timestamp + self._eps >= self._next_t:
+                step = 1.0 / s.fps
+                while self._next_t <= timestamp + self._eps:
+                    self._next_t += step
+                return True
+            return False
+        return True
+
+    def done(self) -> bool:
+        """True once every wanted frame was taken (only `count` knows its end)."""
+        return self.wanted is not None and self._pos >= len(self.wanted)
+
+    def indices(self, timestamps: np.ndarray) -> list[int]:
+        """All kept indices for a stream whose frame timestamps are known up front."""
+        return [i for i, t in enumerate(timestamps) if self.take(i, float(t))]
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise DecodeError("unreadable", f"{path}: no such file")
+    if path.is_dir():
+        raise DecodeError("unreadable", f"{path}: is a directory, not a video file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+    except OSError as exc:
+        raise DecodeError("unreadable", f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise DecodeError("empty_file", f"{path}: the file is empty (0 bytes)")
+
+
+def _looks_like_cut_container(path: Path) -> bool:
+    """An MP4/MOV/Matroska header that FFmpeg still refuses: a file cut short.
+
+    MP4s written without `faststart` keep their index (moov) at the end, so a partial copy
+    has a valid `ftyp` box and no index at all.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3"
+
+
+def _open(path: Path):
+    """Open with PyAV; return (container, video stream) or raise a classified DecodeError."""
+    import av
+
+    _check_path(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except PermissionError as exc:
+        raise DecodeError("unreadable", f"{path}: permission denied") from exc
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, av.error.InvalidDataError) and _looks_like_cut_container(path):
+            raise DecodeError(
+                "truncated",
+                f"{path}: an MP4/MKV header without a readable index; the file was probably cut short ({exc})",
+            ) from exc
+        raise DecodeError("not_video", f"{path}: not a video FFmpeg can read ({exc})") from exc
+    except OSError as exc:
+        raise DecodeError("unreadable", f"{path}: cannot be opened ({exc})") from exc
+    try:
+        if container.format.name in _STILL_IMAGE_FORMATS:
+            raise DecodeError("not_video", f"{path}: a still image ({container.format.name}), not a video")
+        streams = [s for s in container.streams.video if not s.disposition & _attached_pic()]
+        if not streams:
+            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            raise DecodeError("no_video_stream", f"{path}: no video stream (holds {', '.join(kinds)})")
+    except BaseException:
+        container.close()
+        raise
+    return container, streams[0]
+
+
+def _attached_pic() -> int:
+    """Cover art in audio files is a 'video' stream of one still; it does not count."""
+    import av
+
+    return int(av.stream.Disposition.attached_pic)
+
+
+def _rotation_clockwise(frame, stream) -> int:
+    """Clockwise degrees to make the picture upright, from the display matrix or tag."""
+    ccw = getattr(frame, "rotation", 0) or 0  # FFmpeg display matrix: counter-clockwise
+    if not ccw:
+        tag = stream.metadata.get("rotate")  # legacy tag: already clockwise
+        if tag:
+            try:
+                return int(round(float(tag) / 90.0)) * 90 % 360
+            except ValueError:
+                return 0
+    return int(round(-float(ccw) / 90.0)) * 90 % 360
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a stored picture `rotation` degrees clockwise (contiguous for OpenCV)."""
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
+
+
+def _timestamp(frame, stream, index: int, fps: float) -> float:
+    if frame.pts is None:
+        return index / fps if fps > 0 else 0.0
+    start = stream.start_time or 0
+    return float((frame.pts - start) * stream.time_base)
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's geometry, rate, length and codec (decodes only its first frame).
+
+    The first frame is decoded because rotation lives in per-frame display-matrix side
+    data in FFmpeg 7+, and because a file whose first frame does not decode is
+    `truncated` however good its header looks.
+    """
+    import av
+
+    path = Path(path)
+    container, stream = _open(path)
+    try:
+        stream.thread_type = "AUTO"
+        first = None
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise DecodeError("truncated", f"{path}: the first frame does not decode ({exc})") from exc
+        if first is None:
+            raise DecodeError("truncated", f"{path}: the video stream holds no decodable frame")
+        rotation = _rotation_clockwise(first, stream)
+        w, h = first.width, first.height
+        if rotation in (90, 270):
+            w, h = h, w
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        exact = bool(stream.frames and stream.frames > 0)
+        n_frames = int(stream.frames) if exact else max(1, int(round(duration * fps)))
+        if duration <= 0 and fps > 0:
+            duration = n_frames / fps
+        return VideoInfo(
+            width=int(w),
+            height=int(h),
+            rotation=rotation,
+            fps=fps,
+            n_frames=n_frames,
+            duration=duration,
+            codec=stream.codec_context.name,
+            has_audio=len(container.streams.audio) > 0,
+            n_frames_exact=exact,
+        )
+    finally:
+        container.close()
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def iter_frames(
+    path: str | Path,
+    sampling: Sampling | None = None,
+    backend: Backend = "auto",
+    max_pixels: int | None = None,
+) -> Iterator[Frame]:
+    """Yield the sampled frames of `path` in order, upright RGB, one at a time.
+
+    Raises `DecodeError` before the first frame for bad files and frames over
+    `max_pixels` (`too_large`). A stream that stops early (or fails mid-way) yields the
+    frames it has and then raises `truncated` (or `decode_error`), so callers can choose
+    to keep the partial frames or drop the video.
+    """
+    sampling = sampling or Sampling()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if backend == "decord":
+        _import_decord()
+    path = Path(path)
+    info = probe(path)
+    if max_pixels is not None and info.width * info.height > max_pixels:
+        raise DecodeError(
+            "too_large",
+            f"{path}: frames are {info.width}x{info.height} = {info.width * info.height} pixels, over max_pixels={max_pixels}",
+        )
+    if backend == "decord":
+        return _iter_decord(path, info, sampling, max_pixels)
+    return _iter_pyav(path, info, sampling, max_pixels)
+
+
+def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int | None) -> Iterator[Frame]:
+    import av
+
+    selector = _Selector(sampling, info.n_frames, info.fps)
+    container, stream = _open(path)
+    stream.thread_type = "AUTO"
+    index = -1
+    try:
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                ts = _timestamp(frame, stream, index, info.fps)
+                if not selector.take(index, ts):
+                    continue
+                if max_pixels is not None and frame.width * frame.height > max_pixels:
+                    raise DecodeError("too_large", f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}")
+                image = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
+                yield Frame(index=index, timestamp=ts, image=image)
+                if selector.done():
+                    return
+        except av.error.FFmpegError as exc:
+            _raise_broken(path, info, index + 1, exc)
+        _check_complete(path, info, index + 1)
+    finally:
+        container.close()
+
+
+def _import_decord():
+    """decord is optional: fail when the backend is chosen, with what to do about it."""
+    try:
+        import decord
+    except ImportError as exc:
+        raise ImportError(
+            "backend='decord' needs the decord package: pip install 'dfpipe[decord]' (or use backend='pyav')"
+        ) from exc
+    return decord
+
+
+def _iter_decord(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int | None) -> Iterator[Frame]:
+    decord = _import_decord()
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
+    except decord.DECORDError as exc:
+        _log.warning("decord cannot open %s (%s); decoding it with PyAV", path, str(exc).splitlines()[0])
+        yield from _iter_pyav(path, info, sampling, max_pixels)
+        return
+    n = len(reader)
+    selector = _Selector(sampling, n, info.fps)
+    if sampling.fps is not None:
+        wanted = selector.indices(reader.get_frame_timestamp(range(n))[:, 0]) if n else []
+    elif sampling.count is not None:
+        wanted = list(selector.wanted or [])
+    else:
+        wanted = list(range(0, n, sampling.every or 1))
+    decoded = 0
+    try:
+        for start in range(0, len(wanted), _DECORD_BATCH):
+            chunk = wanted[start : start + _DECORD_BATCH]
+            images = reader.get_batch(chunk).asnumpy()
+            stamps = reader.get_frame_timestamp(chunk)[:, 0]
+            for i, image, ts in zip(chunk, images, stamps):
+                decoded = i + 1
+                yield Frame(index=int(i), timestamp=float(ts), image=_decord_upright(image, info))
+    except decord.DECORDError as exc:
+        _raise_broken(path, info, decoded, exc)
+    if not wanted:
+        raise DecodeError("truncated", f"{path}: no frame could be decoded")
+    if sampling.count is None and (sampling.every or 1) == 1 and sampling.fps is None:
+        _check_complete(path, info, n)
+
+
+# Frames per decord `get_batch` call: large enough to amortise the call, small enough to
+# keep memory at a few frames (4 x 1080p RGB = 25 MB).
+_DECORD_BATCH = 4
+
+
+def _decord_upright(image: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """decord applies the display matrix itself; rotate only if this build did not."""
+    h, w = image.shape[:2]
+    if (w, h) == (info.width, info.height) or info.rotation == 0:
+        return image
+    return _upright(image, info.rotation)
+
+
+def _raise_broken(path: Path, info: VideoInfo, n_decoded: int, exc: Exception) -> None:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if n_decoded == 0:
+        raise DecodeError("truncated", f"{path}: no frame could be decoded ({detail})") from exc
+    if info.n_frames_exact and n_decoded < info.n_frames:
+        raise DecodeError(
+            "truncated", f"{path}: decoding stopped at frame {n_decoded} of {info.n_frames} ({detail})"
+        ) from exc
+    raise DecodeError("decode_error", f"{path}: FFmpeg failed after frame {n_decoded} ({detail})") from exc
+
+
+def _check_complete(path: Path, info: VideoInfo, n_decoded: int) -> None:
+    """After a full pass: nothing decoded, or well short of an exact count, is `truncated`."""
+    if n_decoded == 0:
+        raise DecodeError("truncated", f"{path}: no frame could be decoded")
+    slack = max(_TRUNCATION_SLACK_FRAMES, int(_TRUNCATION_SLACK_FRACTION * info.n_frames))
+    if info.n_frames_exact and n_decoded < info.n_frames - slack:
+        raise DecodeError("truncated", f"{path}: decoding stopped at frame {n_decoded} of {info.n_frames}")
+
+
+__all__ = [
+    "BACKENDS",
+    "DecodeError",
+    "Frame",
+    "Sampling",
+    "VideoInfo",
+    "iter_frames",
+    "probe",
+]
