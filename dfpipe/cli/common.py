@@ -1,0 +1,24 @@
+"""Small helpers shared by CLI modules: consistent errors and exit codes.
+
+Exit status: 0 = everything asked was done; 1 = the run finished but some inputs failed
+(error rows written) or validation found problems; 2 = bad arguments, nothing done.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_INPUT_FAILED = 1
+EXIT_BAD_ARGS = 2
+
+
+def fail(message: str, code: int = EXIT_BAD_ARGS) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)

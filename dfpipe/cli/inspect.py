@@ -1,0 +1,62 @@
+"""`dfpipe info` and `dfpipe validate`: read-only looks at a dataset directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+
+
+def info(dataset: Path = typer.Argument(..., help="A dataset directory.")) -> None:
+    """Counts, failures and faces per video of a dataset directory."""
+    from rich.table import Table
+
+    from dfpipe.manifests.info import dataset_info
+
+    if not (dataset / "videos").is_dir():
+        fail(f"{dataset} is not a dataset directory (no videos/ folder)")
+    d = dataset_info(dataset)
+    table = Table(title=str(d.root), show_header=False)
+    table.add_row("stages run", ", ".join(d.stages) or "-")
+    table.add_row("tables (part files)", ", ".join(f"{k} ({v})" for k, v in d.tables.items()))
+    table.add_row("videos", str(d.n_videos))
+    for title, counts in (("status", d.by_status), ("label", d.by_label), ("method", d.by_method),
+                          ("split", d.by_split), ("errors", d.errors)):
+        if counts:
+            table.add_row(f"  by {title}", ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    table.add_row("faces", str(d.n_faces))
+    table.add_row("faces with masks", str(d.n_masks))
+    if d.faces_per_video:
+        fp = d.faces_per_video
+        table.add_row("faces per ok video", f"min {fp['min']:.0f}, median {fp['median']:.0f}, mean {fp['mean']:.1f}, max {fp['max']:.0f}")
+    table.add_row("ok videos without faces", str(d.n_no_face))
+    console.print(table)
+    for path, code, message in d.failed[:20]:
+        console.print(f"[red]{code}[/] {path}: {message}")
+
+
+def validate(
+    dataset: Path = typer.Argument(..., help="A dataset directory."),
+    deep: bool = typer.Option(False, help="Also decode every image and mask."),
+) -> None:
+    """Check a dataset directory against the schemas; exit 0 when valid, 1 otherwise."""
+    from dfpipe.manifests.validate import validate_dataset
+
+    report = validate_dataset(dataset, deep=deep)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    for e in report.errors:
+        console.print(f"[red]error:[/] {e}")
+    counts = ", ".join(f"{k}: {v}" for k, v in report.counts.items())
+    if report.ok:
+        console.print(f"[green]valid[/] ({counts}; {len(report.warnings)} warning(s))")
+        return
+    console.print(f"[red]invalid[/]: {len(report.errors)} error(s) ({counts})")
+    raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)
+    app.command("validate")(validate)

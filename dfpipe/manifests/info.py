@@ -1,0 +1,59 @@
+"""`dfpipe info`: what a dataset directory holds, read from index columns only."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfpipe.manifests.parts import list_parts, read_table
+from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.runtime.runinfo import read_run
+
+
+@dataclass
+class DatasetInfo:
+    root: Path
+    n_videos: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_label: dict[str, int] = field(default_factory=dict)
+    by_method: dict[str, int] = field(default_factory=dict)
+    by_split: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    n_faces: int = 0
+    n_masks: int = 0
+    faces_per_video: dict[str, float] = field(default_factory=dict)  # min / median / mean / max
+    n_no_face: int = 0
+    stages: list[str] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)  # table -> part files
+
+
+def dataset_info(root: str | Path) -> DatasetInfo:
+    root = Path(root)
+    info = DatasetInfo(root)
+    info.stages = sorted(read_run(root).get("stages", {}))
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        n = len(list_parts(root, sub.name))
+        if n:
+            info.tables[sub.name] = n
+    videos = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
+    info.n_videos = len(videos)
+    info.by_status = dict(Counter(v["status"] for v in videos))
+    info.by_label = dict(Counter(v["label"] or "unknown" for v in videos))
+    info.by_method = dict(Counter(v["method"] or "-" for v in videos))
+    info.by_split = dict(Counter(v["split"] or "-" for v in videos))
+    info.errors = dict(Counter(v["error_code"] for v in videos if v["status"] == "error"))
+    info.failed = [(v["path"], v["error_code"], v["error"] or "") for v in videos if v["status"] == "error"]
+    faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id", "mask_source"])
+    info.n_faces = faces.num_rows
+    info.n_masks = faces.num_rows - faces["mask_source"].null_count if faces.num_rows else 0
+    ok = [v for v in videos if v["status"] == "ok"]
+    counts = Counter(faces["video_id"].to_pylist()) if faces.num_rows else Counter()
+    per = np.array([counts.get(v["video_id"], 0) for v in ok], dtype=float)
+    info.n_no_face = int((per == 0).sum())
+    if len(per):
+        info.faces_per_video = {"min": per.min(), "median": float(np.median(per)), "mean": per.mean(), "max": per.max()}
+    return info

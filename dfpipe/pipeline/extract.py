@@ -1,0 +1,564 @@
+"""`dfpipe extract`: decode, detect, track and align faces into `videos/` and `faces/`.
+
+One work item is one video. `extract_video` streams frames (bounded memory whatever the
+video length), detects faces in batches, links them into tracks, crops each face with its
+alignment matrix and appends the rows to a hidden part file, which is renamed into place
+when the video is done; the `videos/` row is written last and marks the video finished.
+Re-running the same command skips finished videos; a different configuration is refused.
+
+A fake whose source real video is in the same dataset reuses the source's frames, tracks
+and matrices (`source_faces`), so real and fake crops line up pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dfpipe.manifests.parts import list_parts, part_keys, part_path, read_table, rows_to_table, write_part_atomic
+from dfpipe.manifests.schema import FACES_INDEX_COLUMNS, FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.pipeline.align import CROPS, crop_matrix, warp_crop
+from dfpipe.pipeline.decode import DecodeError, Sampling, VideoInfo, iter_frames, probe
+from dfpipe.pipeline.imagecodec import IMAGE_FORMATS, encode_image
+from dfpipe.pipeline.tracks import Tracker, TrackedFrame, select_tracks
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts", ".ogv",
+}
+KEEP_MODES = ("all", "largest", "main")
+_HASH_CHUNK = 4 << 20
+_ROWS_PER_GROUP = 32
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that decides what `extract` writes (plus a few pure speed knobs)."""
+
+    every: int | None = None
+    count: int | None = None
+    fps: float | None = None
+    size: int = 320
+    crop: str = "align"
+    margin: float = 0.4
+    detector: str = "mobilenet0.25"
+    weights: str | None = None
+    device: str = "cpu"
+    max_side: int | None = 640
+    score_threshold: float = 0.8
+    nms_threshold: float = 0.4
+    min_face: int = 40
+    keep: str = "all"
+    max_tracks: int | None = None
+    min_track_len: int = 1
+    smooth: int = 0
+    image_format: str = "png"
+    jpeg_quality: int = 95
+    batch_size: int = 8
+    backend: str = "pyav"
+    max_pixels: int | None = 8192 * 8192
+
+    #: knobs that change speed but not results; left out of the run.json comparison
+    SPEED_ONLY = ("device", "batch_size", "weights")
+
+    def __post_init__(self) -> None:
+        self.sampling()  # validates every / count / fps
+        if self.crop not in CROPS:
+            raise ValueError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.keep not in KEEP_MODES:
+            raise ValueError(f"--keep must be one of {', '.join(KEEP_MODES)}, got {self.keep!r}")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
+        if not 16 <= self.size <= 4096:
+            raise ValueError(f"--size must be between 16 and 4096 pixels, got {self.size}")
+        for name in ("min_face", "smooth"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.min_track_len < 1:
+            raise ValueError(f"--min-track-len must be >= 1, got {self.min_track_len}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+
+    def sampling(self) -> Sampling:
+        return Sampling(every=self.every, count=self.count, fps=self.fps)
+
+    def output_params(self) -> dict[str, Any]:
+        """The parameters a resumed run must share with the first one."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.SPEED_ONLY}
+
+
+@dataclass
+class VideoJob:
+    """One video to extract: where it is, its id, and what ingest already knew."""
+
+    path: Path
+    video_id: str
+    prior: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    n_inputs: int = 0
+    n_skipped: int = 0  # finished in an earlier run
+    n_ok: int = 0
+    n_no_face: int = 0
+    n_faces: int = 0
+    n_tracks: int = 0
+    n_frames: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, code, message)
+
+    @property
+    def n_errors(self) -> int:
+        return sum(self.errors.values())
+
+
+# ----------------------------------------------------------------------------- ids and inputs
+
+
+def video_content_id(path: str | Path) -> str:
+    """A content hash: blake2b of the size plus the first and last 4 MiB.
+
+    Reading whole files would make listing a large dataset as slow as copying it; the two
+    ends of a video (headers, index, first and last GOPs) already differ between any two
+    encodes. Unreadable paths get an id from the path, so their error row is stable too.
+    """
+    p = Path(path)
+    h = hashlib.blake2b(digest_size=10)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            h.update(str(size).encode())
+            h.update(fh.read(_HASH_CHUNK))
+            if size > 2 * _HASH_CHUNK:
+                fh.seek(-_HASH_CHUNK, os.SEEK_END)
+                h.update(fh.read(_HASH_CHUNK))
+            elif size > _HASH_CHUNK:
+                h.update(fh.read())
+        return h.hexdigest()
+    except OSError:
+        h.update(b"path:" + str(p.resolve()).encode())
+        return "nofile-" + h.hexdigest()
+
+
+def is_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "videos").is_dir() and bool(list_parts(path, "videos"))
+
+
+def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[VideoJob], list[tuple[Path, str]]]:
+    """Expand inputs (files, folders, dataset directories) into jobs, in a stable order.
+
+    Returns the jobs and the duplicates (path, id of the first path with that content).
+    """
+    jobs: list[VideoJob] = []
+    seen: dict[str, Path] = {}
+    duplicates: list[tuple[Path, str]] = []
+    for item in inputs:
+        item = Path(item)
+        if is_dataset_dir(item):
+            candidates = list(_dataset_jobs(item))
+        elif item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            candidates = [VideoJob(p, video_content_id(p)) for p in files]
+        else:
+            candidates = [VideoJob(item, video_content_id(item))]
+        for job in candidates:
+            if job.video_id in seen:
+                if seen[job.video_id].resolve() != job.path.resolve():
+                    duplicates.append((job.path, job.video_id))
+                continue
+            seen[job.video_id] = job.path
+            jobs.append(job)
+    return jobs, duplicates
+
+
+def _dataset_jobs(root: Path) -> Iterator[VideoJob]:
+    """Rows an ingest wrote (`status=pending`) or earlier extracts, as jobs."""
+    table = read_table(root, "videos", VIDEOS_SCHEMA)
+    for row in sorted(table.to_pylist(), key=lambda r: r["video_id"]):
+        yield VideoJob((root / row["path"]).resolve() if not Path(row["path"]).is_absolute() else Path(row["path"]), row["video_id"], row)
+
+
+# ----------------------------------------------------------------------------- per video
+
+
+def _frame_faces_from_source(source_faces: pa.Table | None) -> dict[int, list[dict[str, Any]]] | None:
+    if source_faces is None or source_faces.num_rows == 0:
+        return None
+    by_frame: dict[int, list[dict[str, Any]]] = {}
+    for r in source_faces.select([c for c in FACES_INDEX_COLUMNS if c in source_faces.column_names]).to_pylist():
+        by_frame.setdefault(int(r["frame_index"]), []).append(r)
+    return by_frame
+
+
+def _face_row(
+    video_id: str, frame, track_id: int, score: float, box, landmarks, matrix: np.ndarray, config: ExtractConfig, prior: dict
+) -> dict[str, Any]:
+    crop = warp_crop(frame.image, matrix, config.size)
+    return {
+        "face_id": f"{video_id}-{frame.index:07d}-{track_id:03d}",
+        "video_id": video_id,
+        "frame_index": int(frame.index),
+        "timestamp": float(frame.timestamp),
+        "track_id": int(track_id),
+        "score": float(score),
+        "x1": float(box[0]),
+        "y1": float(box[1]),
+        "x2": float(box[2]),
+        "y2": float(box[3]),
+        "landmarks": [float(v) for v in np.asarray(landmarks).reshape(10)],
+        "matrix": [float(v) for v in np.asarray(matrix).reshape(6)],
+        "crop": config.crop,
+        "size": int(config.size),
+        "image_format": config.image_format,
+        "image": encode_image(crop, config.image_format, config.jpeg_quality),
+        "mask": None,
+        "mask_source": None,
+        "label": prior.get("label") or "unknown",
+        "split": prior.get("split"),
+    }
+
+
+def iter_video_faces(
+    path: Path, video_id: str, config: ExtractConfig, prior: dict | None = None, source_faces: pa.Table | None = None,
+    stats: dict | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Face rows of one video, streamed in frame order (tracks unfiltered).
+
+    `stats` (if given) receives `n_sampled`. Raises DecodeError for bad files.
+    """
+    prior = prior or {}
+    stats = stats if stats is not None else {}
+    stats["n_sampled"] = 0
+    frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
+    reuse = _frame_faces_from_source(source_faces)
+    if reuse is not None:
+        for frame in frames:
+            stats["n_sampled"] += 1
+            for r in reuse.get(frame.index, ()):
+                yield _face_row(video_id, frame, r["track_id"], r["score"], (r["x1"], r["y1"], r["x2"], r["y2"]),
+                                r["landmarks"], np.asarray(r["matrix"]).reshape(2, 3), config, prior)
+        return
+
+    from dfpipe.pipeline.detect import load_detector
+
+    detector = load_detector(config.detector, config.weights, config.device, config.max_side,
+                             config.score_threshold, config.nms_threshold, config.batch_size)
+    tracker = Tracker(smooth=config.smooth)
+
+    def finished(tracked: Iterable[TrackedFrame]) -> Iterator[dict[str, Any]]:
+        for tf in tracked:
+            for face in tf.faces:
+                matrix = crop_matrix(config.crop, face.box, face.landmarks, config.size, config.margin)
+                yield _face_row(video_id, tf.payload, face.track_id, face.score, face.box, face.landmarks, matrix, config, prior)
+
+    batch = []
+    for frame in _chain_end(frames):
+        if frame is not None:
+            stats["n_sampled"] += 1
+            batch.append(frame)
+        if batch and (frame is None or len(batch) >= config.batch_size):
+            for fr, det in zip(batch, detector.detect([f.image for f in batch])):
+                side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+                keep = side >= config.min_face
+                yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep]))
+            batch = []
+    yield from finished(tracker.flush())
+
+
+def _chain_end(frames: Iterator) -> Iterator:
+    """The frames, then a None that tells the batcher to flush."""
+    yield from frames
+    yield None
+
+
+def _video_row(job: VideoJob, root: Path, info: VideoInfo | None, **values: Any) -> dict[str, Any]:
+    prior = dict(job.prior)
+    row = {k: prior.get(k) for k in ("label", "dataset", "method", "compression", "source_video_id", "target_video_id", "split", "meta")}
+    row["label"] = row["label"] or "unknown"
+    row.update(video_id=job.video_id, path=_relative(job.path, root))
+    if info is not None:
+        row.update(width=info.width, height=info.height, rotation=info.rotation, fps=info.fps,
+                   n_frames=info.n_frames, duration=info.duration, codec=info.codec, has_audio=info.has_audio)
+    row.update(values)
+    return row
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).absolute(), Path(root).absolute())
+    except ValueError:  # another drive on Windows
+        return str(Path(path).absolute())
+
+
+def process_video(
+    path: str | Path, config: ExtractConfig, root: str | Path, row: dict | None = None, source_faces: pa.Table | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pure per-video function (no writes): the videos row and the selected face rows.
+
+    Holds the face rows of the video in memory: for short clips (predict, tests). The
+    extract stage streams the same rows to disk with `extract_video`.
+    """
+    job = VideoJob(Path(path), (row or {}).get("video_id") or video_content_id(path), dict(row or {}))
+    faces: list[dict[str, Any]] = []
+    video_row = _run_video(job, config, Path(root), source_faces, faces.append)
+    keep = _selected_tracks(_track_stats(faces), config)
+    faces = [f for f in faces if f["track_id"] in keep]
+    video_row.update(n_faces=len(faces), n_tracks=len(keep))
+    return video_row, faces
+
+
+def _run_video(job: VideoJob, config: ExtractConfig, root: Path, source_faces: pa.Table | None, sink) -> dict[str, Any]:
+    """Probe + stream faces into `sink`; returns the videos row (errors as rows)."""
+    start = time.perf_counter()
+    info = None
+    try:
+        info = _probe_checked(job.path, config)
+        if source_faces is not None and source_faces.num_rows:
+            source_faces = _pair_compatible(job, info, source_faces, root)
+        stats: dict[str, Any] = {}
+        for face in iter_video_faces(job.path, job.video_id, config, job.prior, source_faces, stats):
+            sink(face)
+        meta = json.loads(job.prior.get("meta") or "{}")
+        if job.prior.get("_pair_note"):
+            meta["pair"] = job.prior["_pair_note"]
+        meta["extract_seconds"] = round(time.perf_counter() - start, 3)
+        return _video_row(job, root, info, status="ok", n_sampled=stats["n_sampled"], meta=json.dumps(meta, sort_keys=True))
+    except DecodeError as exc:
+        return _video_row(job, root, info, status="error", error_code=exc.code, error=exc.message)
+    except Exception as exc:  # a detector / library failure must not stop the run
+        code = "detector_error" if "detect" in type(exc).__module__ or "retinaface" in type(exc).__module__ else "internal"
+        log.exception("extract failed on %s", job.path)
+        return _video_row(job, root, info, status="error", error_code=code, error=f"{type(exc).__name__}: {exc}")
+
+
+def _probe_checked(path: Path, config: ExtractConfig) -> VideoInfo:
+    info = probe(path)
+    if config.max_pixels is not None and info.width * info.height > config.max_pixels:
+        raise DecodeError(
+            "too_large",
+            f"{path}: frames are {info.width}x{info.height}, over --max-pixels {config.max_pixels} "
+            "(raise --max-pixels to process it)",
+        )
+    return info
+
+
+def _pair_compatible(job: VideoJob, info: VideoInfo, source_faces: pa.Table, root: Path) -> pa.Table | None:
+    """Use the source's geometry only when the fake has the source's size and length."""
+    src_id = job.prior.get("source_video_id")
+    src = read_table(root, "videos", VIDEOS_SCHEMA, filter=pa.compute.field("video_id") == src_id).to_pylist()
+    if not src:
+        return None
+    s = src[0]
+    if (s["width"], s["height"]) != (info.width, info.height) or abs((s["n_frames"] or 0) - info.n_frames) > 1:
+        job.prior["_pair_note"] = (
+            f"size/length differ from source {src_id} ({s['width']}x{s['height']}, {s['n_frames']} frames vs "
+            f"{info.width}x{info.height}, {info.n_frames} frames): own detections used"
+        )
+        log.warning("%s: %s", job.path, job.prior["_pair_note"])
+        return None
+    job.prior["_pair_note"] = f"crops reuse the tracks and matrices of source {src_id}"
+    return source_faces
+
+
+def _track_stats(faces: Iterable[dict[str, Any]]) -> dict[int, tuple[int, float]]:
+    acc: dict[int, list[float]] = {}
+    for f in faces:
+        acc.setdefault(f["track_id"], []).append((f["x2"] - f["x1"]) * (f["y2"] - f["y1"]))
+    return {t: (len(a), float(np.mean(a))) for t, a in acc.items()}
+
+
+def _selected_tracks(stats: dict[int, tuple[int, float]], config: ExtractConfig) -> set[int]:
+    return select_tracks(stats, config.keep, config.max_tracks, config.min_track_len)
+
+
+def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """Extract one video to `root/faces/` and `root/videos/`; return a small summary.
+
+    Face rows go to a hidden part file row group by row group (memory stays flat); track
+    selection that needs the whole video re-reads that file. The videos row is written
+    last, atomically: its presence means the video is finished.
+    """
+    if threads:
+        from dfpipe.runtime.parallel import set_worker_threads
+
+        set_worker_threads(threads)
+    root = Path(root)
+    faces_dir = root / "faces"
+    faces_dir.mkdir(parents=True, exist_ok=True)
+    tmp = faces_dir / f".tmp-{uuid.uuid4().hex}-{job.video_id}.parquet"
+    source_faces = _load_source_faces(job, root)
+    writer = pq.ParquetWriter(tmp, FACES_SCHEMA, compression="zstd")
+    buffer: list[dict[str, Any]] = []
+    areas: dict[int, list[float]] = {}
+
+    def sink(face: dict[str, Any]) -> None:
+        buffer.append(face)
+        areas.setdefault(face["track_id"], []).append((face["x2"] - face["x1"]) * (face["y2"] - face["y1"]))
+        if len(buffer) >= _ROWS_PER_GROUP:
+            writer.write_table(rows_to_table(buffer, FACES_SCHEMA))
+            buffer.clear()
+
+    try:
+        row = _run_video(job, config, root, source_faces, sink)
+        if buffer:
+            writer.write_table(rows_to_table(buffer, FACES_SCHEMA))
+        writer.close()
+        if row["status"] == "ok":
+            stats = {t: (len(a), float(np.mean(a))) for t, a in areas.items()}
+            keep = _selected_tracks(stats, config)
+            n_faces = sum(stats[t][0] for t in keep)
+            final = part_path(root, "faces", job.video_id)
+            if keep == set(stats):
+                os.replace(tmp, final)
+            else:
+                table = pq.read_table(tmp)
+                write_part_atomic(table.filter(pa.compute.is_in(table["track_id"], pa.array(sorted(keep), pa.int32()))), final)
+            row.update(n_faces=n_faces, n_tracks=len(keep))
+        else:
+            part_path(root, "faces", job.video_id).unlink(missing_ok=True)
+    finally:
+        if writer.is_open:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(root, "videos", job.video_id))
+    return {k: row.get(k) for k in ("video_id", "path", "status", "error_code", "error", "n_faces", "n_tracks", "n_sampled")}
+
+
+def _load_source_faces(job: VideoJob, root: Path) -> pa.Table | None:
+    src = job.prior.get("source_video_id")
+    if job.prior.get("label") != "fake" or not src:
+        return None
+    path = part_path(root, "faces", src)
+    if not path.is_file():
+        return None
+    return pq.read_table(path, columns=FACES_INDEX_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def extract(
+    inputs: Sequence[str | Path],
+    out: str | Path | None = None,
+    config: ExtractConfig | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Extract faces from every input video into the dataset directory `out`.
+
+    Inputs are files, folders (searched recursively for video files) or dataset
+    directories whose `videos/` rows an ingest wrote; `out` defaults to the single
+    dataset directory given. Fakes with a source in the dataset run after it and reuse
+    its crops' geometry. Raises ParamsMismatch before any work if `out` was made with
+    other parameters.
+    """
+    from dfpipe.runtime.parallel import Task, dask_client, run_tasks
+    from dfpipe.runtime.runinfo import check_params, record_stage
+
+    config = config or ExtractConfig()
+    if not inputs:
+        raise ValueError("no inputs: give video files, folders or a dataset directory")
+    if out is None:
+        if len(inputs) == 1 and is_dataset_dir(Path(inputs[0])):
+            out = inputs[0]
+        else:
+            raise ValueError("--out is required unless the single input is a dataset directory")
+    root = Path(out)
+    check_params(root, "extract", config.output_params())
+    weights_hash = _check_weights(config)
+    started = time.perf_counter()
+    jobs, duplicates = collect_jobs(inputs)
+    summary = RunSummary(out=root, n_inputs=len(jobs) + len(duplicates))
+    root.mkdir(parents=True, exist_ok=True)
+    record_stage(root, "extract", config.output_params(), weights=weights_hash)
+
+    finished = _finished_ids(root)
+    todo = [j for j in jobs if j.video_id not in finished]
+    summary.n_skipped = len(jobs) - len(todo)
+    for path, vid in duplicates:
+        _write_duplicate(root, path, vid, summary)
+    if not todo:
+        _add_existing(root, summary, [j.video_id for j in jobs])
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    todo_ids = {j.video_id for j in todo}
+    with dask_client(workers, scheduler) as client:
+        threads = 1 if client is not None else None
+        tasks = [
+            Task(
+                key=j.video_id,
+                fn=extract_video,
+                args=(j, config, str(root.absolute()), threads),
+                # a fake waits for its source, whose crops it reuses
+                after=(j.prior["source_video_id"],) if j.prior.get("source_video_id") in todo_ids else (),
+            )
+            for j in todo
+        ]
+        run_tasks(tasks, client, description="extract", progress=progress)
+    _add_existing(root, summary, [j.video_id for j in jobs])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _check_weights(config: ExtractConfig) -> dict[str, str]:
+    """Fail before any work when the detector weights are missing; record their hash."""
+    if config.detector == "mtcnn":
+        return {}
+    from dfpipe.runtime.weights import resolve_weights, sha256_of
+
+    path = resolve_weights(f"retinaface_{config.detector}", config.weights)
+    return {path.name: sha256_of(path)}
+
+
+def _finished_ids(root: Path) -> set[str]:
+    keys = part_keys(root, "videos")
+    if not keys:
+        return set()
+    table = read_table(root, "videos", VIDEOS_SCHEMA, columns=["video_id", "status"])
+    return {r["video_id"] for r in table.to_pylist() if r["status"] in ("ok", "error")}
+
+
+def _write_duplicate(root: Path, path: Path, first_id: str, summary: RunSummary) -> None:
+    dup_id = "dup-" + hashlib.blake2b(str(Path(path).absolute()).encode(), digest_size=10).hexdigest()
+    row = {
+        "video_id": dup_id, "path": _relative(path, root), "label": "unknown", "status": "error",
+        "error_code": "duplicate", "error": f"same content as video {first_id}; extracted once",
+    }
+    write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(root, "videos", dup_id))
+
+
+def _add_existing(root: Path, summary: RunSummary, ids: Iterable[str]) -> None:
+    """Fill the summary from the videos rows of this run's inputs (new and resumed)."""
+    wanted = set(ids)
+    rows = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
+    for r in rows:
+        if r["video_id"] not in wanted and r.get("error_code") != "duplicate":
+            continue
+        if r["status"] == "ok":
+            summary.n_ok += 1
+            summary.n_faces += r["n_faces"] or 0
+            summary.n_tracks += r["n_tracks"] or 0
+            summary.n_frames += r["n_sampled"] or 0
+            if not r["n_faces"]:
+                summary.n_no_face += 1
+        elif r["status"] == "error":
+            summary.errors[r["error_code"]] = summary.errors.get(r["error_code"], 0) + 1
+            summary.failed.append((r["path"], r["error_code"], r["error"] or ""))

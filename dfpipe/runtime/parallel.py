@@ -1,0 +1,152 @@
+"""Run a per-item function over many items: serially, on a LocalCluster, or on an
+existing Dask cluster, with one rich progress bar.
+
+The per-item function is plain Python and returns a small summary; large outputs are
+written by the function itself (part files), so nothing large passes through the
+scheduler. `workers=0` is the identical serial path, handy for debugging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One work item: `fn(*args)`; `after` names keys of tasks that must finish first."""
+
+    key: str
+    fn: Callable[..., Any]
+    args: tuple
+    after: tuple[str, ...] = ()
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def set_worker_threads(n: int = 1) -> None:
+    """One process per core: keep torch / OpenCV from oversubscribing the cores."""
+    import cv2
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A distributed Client: connect to `scheduler`, or start a LocalCluster with one
+    single-threaded process per worker. Yields None for the serial path (workers == 0)."""
+    if scheduler is None and workers == 0:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or default_workers()
+    # worker processes inherit the environment: one OpenMP/MKL thread each
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
+            silence_logs=logging.ERROR,
+        ) as cluster, Client(cluster) as client:
+            yield client
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _progress(total: int, description: str, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    client: Any | None,
+    description: str = "working",
+    progress: bool = True,
+    on_result: Callable[[str, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run tasks (respecting `after`), return {key: result}. A task that raises is the
+    function's bug: per-item functions turn bad input into error rows themselves."""
+    results: dict[str, Any] = {}
+    with _progress(len(tasks), description, progress) as bar:
+        tid = bar.add_task(description, total=len(tasks))
+        if client is None:
+            for task in _dependency_order(tasks):
+                results[task.key] = task.fn(*task.args)
+                if on_result:
+                    on_result(task.key, results[task.key])
+                bar.advance(tid)
+            return results
+        from distributed import as_completed
+
+        futures: dict[str, Any] = {}
+        for task in _dependency_order(tasks):
+            deps = [futures[k] for k in task.after if k in futures]
+            futures[task.key] = client.submit(
+                _call_after, task.fn, task.args, deps, key=f"{task.fn.__name__}-{task.key}", pure=False
+            )
+        by_future = {f.key: k for k, f in futures.items()}
+        for fut in as_completed(list(futures.values())):
+            key = by_future[fut.key]
+            results[key] = fut.result()
+            if on_result:
+                on_result(key, results[key])
+            bar.advance(tid)
+    return results
+
+
+def _call_after(fn: Callable[..., Any], args: tuple, _deps: list) -> Any:
+    """Dask resolves `_deps` (upstream futures) before calling: that is the ordering."""
+    return fn(*args)
+
+
+def _dependency_order(tasks: Sequence[Task]) -> list[Task]:
+    keys = {t.key for t in tasks}
+    done: set[str] = set()
+    ordered: list[Task] = []
+    pending = list(tasks)
+    while pending:
+        ready = [t for t in pending if all(a in done or a not in keys for a in t.after)]
+        if not ready:
+            raise ValueError("circular task dependencies")
+        for t in ready:
+            ordered.append(t)
+            done.add(t.key)
+        pending = [t for t in pending if t.key not in done]
+    return ordered

@@ -1,0 +1,95 @@
+"""`DS/run.json`: what produced a dataset directory, and the guard against mixing runs.
+
+Each stage records its parameters under `stages.<name>`. Re-running a stage with the same
+parameters resumes; with different output-affecting parameters it is refused, because a
+dataset mixing two settings would silently corrupt a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+RUN_FILE = "run.json"
+_VERSIONED = ("torch", "torchvision", "av", "decord", "opencv-python-headless", "pyarrow", "dask", "numpy", "timm")
+
+
+class ParamsMismatch(ValueError):
+    """The output directory was made with other parameters."""
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "dfpipe": _version("dfpipe")}
+    for name in _VERSIONED:
+        v = _version(name)
+        if v:
+            out[name] = v
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def read_run(root: str | Path) -> dict[str, Any]:
+    path = Path(root) / RUN_FILE
+    if not path.is_file():
+        return {}
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _write_run(root: Path, data: Mapping[str, Any]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".run-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, root / RUN_FILE)
+
+
+def check_params(root: str | Path, stage: str, params: Mapping[str, Any]) -> None:
+    """Raise ParamsMismatch when `stage` already ran in `root` with other parameters."""
+    previous = read_run(root).get("stages", {}).get(stage)
+    if not previous:
+        return
+    old = previous.get("params", {})
+    new = json.loads(json.dumps(dict(params), default=str))
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs:
+        raise ParamsMismatch(
+            f"{root} already holds a `{stage}` run made with other parameters ({'; '.join(diffs)}). "
+            "Re-run with the same parameters to resume, or choose a new output directory."
+        )
+
+
+def record_stage(
+    root: str | Path, stage: str, params: Mapping[str, Any], weights: Mapping[str, str] | None = None
+) -> None:
+    """Write (or refresh) the stage's entry after check_params passed."""
+    root = Path(root)
+    data = read_run(root)
+    stages = data.setdefault("stages", {})
+    entry = stages.get(stage, {})
+    entry.update(
+        {
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "params": json.loads(json.dumps(dict(params), default=str)),
+            "weights": dict(weights or {}),
+            "versions": package_versions(),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    entry.setdefault("created", entry["updated"])
+    stages[stage] = entry
+    data["schema_version"] = "1"
+    _write_run(root, data)
