@@ -1,0 +1,67 @@
+"""Real faces with detected landmarks for the synthesis tests (facemask, colour, blend, synth).
+
+Public-domain faces (skimage's astronaut, matplotlib's Grace Hopper) plus the shared photos;
+landmarks come from the real RetinaFace detector, once per session.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from dfpipe.pipeline.align import align_matrix, transform_points, warp_crop
+
+SHARED_FACES = Path(os.environ.get("DFPIPE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "faces"
+
+
+def _image(name: str) -> np.ndarray:
+    if name == "astronaut":
+        import skimage.data
+
+        return skimage.data.astronaut()
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        from PIL import Image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+            return np.asarray(Image.open(fh).convert("RGB"))
+    from dfpipe.pipeline.imagecodec import read_image_file
+
+    return read_image_file(str(SHARED_FACES / name))
+
+
+@lru_cache(maxsize=None)
+def _detector():
+    from dfpipe.pipeline.detect import FaceDetector
+
+    os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED_FACES.parents[1] / "weights"))
+    return FaceDetector()
+
+
+@lru_cache(maxsize=None)
+def face(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, 5 x 2 landmarks of its largest face)."""
+    image = _image(name)
+    det = _detector().detect([image])[0]
+    assert len(det) > 0, f"no face found in {name}"
+    areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
+    return image, det.landmarks[int(np.argmax(areas))].astype(np.float64)
+
+
+def aligned_face(name: str, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned RGB crop, its 5 landmarks in crop pixels)."""
+    image, lm = face(name)
+    m = align_matrix(lm, size)
+    return warp_crop(image, m, size), transform_points(lm, m)
+
+
+def test_public_domain_faces_have_plausible_landmarks():
+    for name in ("astronaut", "grace_hopper"):
+        image, lm = face(name)
+        assert lm.shape == (5, 2)
+        assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]  # image-left eye / mouth corner first
+        assert lm[0, 1] < lm[2, 1] < lm[3, 1]  # eyes above nose above mouth
+        assert (lm >= 0).all() and (lm[:, 0] < image.shape[1]).all() and (lm[:, 1] < image.shape[0]).all()
