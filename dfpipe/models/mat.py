@@ -175,14 +175,15 @@ class AGDA(nn.Module):
 
     def soft_mask(self, a: torch.Tensor) -> torch.Tensor:
         """(sigmoid((a - t) z) - sigmoid(-t z)) / (1 - sigmoid(-t z)) per sample, for
-        a in [0, 1]: 0 at a = 0, 1 at a = 1, increasing in a."""
+        a in [0, 1]: 0 at a = 0, increasing in a, below 1 (about 0.8-0.95 at a = 1)."""
         b = a.shape[0]
         lo, hi = self.cfg.agda_threshold
         t = torch.empty(b, 1, 1, 1, device=a.device).uniform_(lo, hi)
         lo, hi = self.cfg.agda_zoom
         z = torch.empty(b, 1, 1, 1, device=a.device).uniform_(lo, hi)
         bottom = torch.sigmoid(-t * z)
-        return (torch.sigmoid((a - t) * z) - bottom) / (1 - bottom)
+        m = ((torch.sigmoid((a - t) * z) - bottom) / (1 - bottom)).clamp(0, 1)
+        return torch.where(a > 0, m, torch.zeros_like(m))  # exact 0 despite rounding
 
     def degrade(self, x: torch.Tensor) -> torch.Tensor:
         """Downscale, blur, add noise, upscale."""
