@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -355,24 +356,42 @@ def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int 
     container, stream = _open(path)
     stream.thread_type = "AUTO"
     index = -1
+    packet_end = 0  # byte offset where the last demuxed packet ends: tells cut from corrupt
     try:
         try:
-            for frame in container.decode(stream):
-                index += 1
-                ts = _timestamp(frame, stream, index, info.fps)
-                if not selector.take(index, ts):
-                    continue
-                if max_pixels is not None and frame.width * frame.height > max_pixels:
-                    raise DecodeError("too_large", f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}")
-                image = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
-                yield Frame(index=index, timestamp=ts, image=image)
-                if selector.done():
-                    return
+            for packet in container.demux(stream):
+                if packet.pos is not None and packet.pos >= 0:
+                    packet_end = packet.pos + packet.size
+                for frame in packet.decode():  # the final empty packet flushes the decoder
+                    index += 1
+                    ts = _timestamp(frame, stream, index, info.fps)
+                    if not selector.take(index, ts):
+                        continue
+                    if max_pixels is not None and frame.width * frame.height > max_pixels:
+                        raise DecodeError(
+                            "too_large", f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}"
+                        )
+                    yield Frame(index=index, timestamp=ts, image=_upright(frame.to_ndarray(format="rgb24"), info.rotation))
+                    if selector.done():
+                        return
         except av.error.FFmpegError as exc:
-            _raise_broken(path, info, index + 1, exc)
+            _raise_broken(path, index + 1, exc, cut=packet_end >= path.stat().st_size)
         _check_complete(path, info, index + 1)
     finally:
         container.close()
+
+
+def _cut_short(path: Path, info: VideoInfo) -> bool:
+    """Whether the file holds fewer video packets than its index promises (demuxing only,
+    cheap): a file cut short rather than corrupted in the middle."""
+    container, stream = _open(path)
+    try:
+        n_packets = sum(1 for packet in container.demux(stream) if packet.size)
+    except Exception:
+        return True
+    finally:
+        container.close()
+    return info.n_frames_exact and n_packets < info.n_frames - _slack(info.n_frames)
 
 
 def _import_decord():
@@ -383,6 +402,7 @@ def _import_decord():
         raise ImportError(
             "backend='decord' needs the decord package: pip install 'dfpipe[decord]' (or use backend='pyav')"
         ) from exc
+    decord.logging.set_level(decord.logging.QUIET)  # its errors reach us as exceptions
     return decord
 
 
@@ -391,7 +411,7 @@ def _iter_decord(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: in
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
     except decord.DECORDError as exc:
-        _log.warning("decord cannot open %s (%s); decoding it with PyAV", path, str(exc).splitlines()[0])
+        _log.warning("decord cannot open %s (%s); decoding it with PyAV", path, _first_line(exc))
         yield from _iter_pyav(path, info, sampling, max_pixels)
         return
     n = len(reader)
@@ -412,7 +432,7 @@ def _iter_decord(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: in
                 decoded = i + 1
                 yield Frame(index=int(i), timestamp=float(ts), image=_decord_upright(image, info))
     except decord.DECORDError as exc:
-        _raise_broken(path, info, decoded, exc)
+        _raise_broken(path, decoded, exc, cut=_cut_short(path, info))
     if not wanted:
         raise DecodeError("truncated", f"{path}: no frame could be decoded")
     if sampling.count is None and (sampling.every or 1) == 1 and sampling.fps is None:
@@ -432,23 +452,32 @@ def _decord_upright(image: np.ndarray, info: VideoInfo) -> np.ndarray:
     return _upright(image, info.rotation)
 
 
-def _raise_broken(path: Path, info: VideoInfo, n_decoded: int, exc: Exception) -> None:
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _raise_broken(path: Path, n_decoded: int, exc: Exception, cut: bool) -> None:
+    """FFmpeg failed mid-stream: `truncated` if the file ends inside a packet or nothing
+    decoded at all, else `decode_error` (corrupt data in the middle)."""
+    detail = _first_line(exc)
     if n_decoded == 0:
         raise DecodeError("truncated", f"{path}: no frame could be decoded ({detail})") from exc
-    if info.n_frames_exact and n_decoded < info.n_frames:
-        raise DecodeError(
-            "truncated", f"{path}: decoding stopped at frame {n_decoded} of {info.n_frames} ({detail})"
-        ) from exc
-    raise DecodeError("decode_error", f"{path}: FFmpeg failed after frame {n_decoded} ({detail})") from exc
+    if cut:
+        raise DecodeError("truncated", f"{path}: the file ends inside frame data after frame {n_decoded - 1}; it was cut short") from exc
+    raise DecodeError("decode_error", f"{path}: FFmpeg failed after frame {n_decoded - 1} ({detail})") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message without decord's `[hh:mm:ss] file.cc:123: ` prefixes."""
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _slack(n_frames: int) -> int:
+    return max(_TRUNCATION_SLACK_FRAMES, int(_TRUNCATION_SLACK_FRACTION * n_frames))
 
 
 def _check_complete(path: Path, info: VideoInfo, n_decoded: int) -> None:
     """After a full pass: nothing decoded, or well short of an exact count, is `truncated`."""
     if n_decoded == 0:
         raise DecodeError("truncated", f"{path}: no frame could be decoded")
-    slack = max(_TRUNCATION_SLACK_FRAMES, int(_TRUNCATION_SLACK_FRACTION * info.n_frames))
-    if info.n_frames_exact and n_decoded < info.n_frames - slack:
+    if info.n_frames_exact and n_decoded < info.n_frames - _slack(info.n_frames):
         raise DecodeError("truncated", f"{path}: decoding stopped at frame {n_decoded} of {info.n_frames}")
 
 
