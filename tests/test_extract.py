@@ -1,0 +1,255 @@
+"""End-to-end tests of `dfpipe extract` on real faces: shared FF++ pair, clips rendered
+from public-domain photos, bad inputs, resume after a kill, a 2-worker cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from dfpipe.cli.main import app
+from dfpipe.manifests.parts import read_table, rows_to_table, write_part_atomic, part_path
+from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.manifests.validate import validate_dataset
+from dfpipe.media.faceclips import render_clip
+from dfpipe.pipeline.extract import ExtractConfig, extract, video_content_id
+from dfpipe.pipeline.imagecodec import decode_image
+from dfpipe.pipeline.tracks import box_iou
+from dfpipe.pipeline.videoio import make_audio_only, write_video
+from dfpipe.runtime.runinfo import ParamsMismatch
+
+runner = CliRunner()
+FAST = ExtractConfig(every=3, size=128)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "astronaut": render_clip(d / "astronaut.mp4", n_frames=15, width=480, height=360),
+        "two": render_clip(d / "two.mp4", n_frames=15, width=640, height=360, faces=("astronaut", "grace_hopper"), pan=0.3),
+        "portrait": render_clip(d / "portrait.mp4", n_frames=12, width=360, height=480, faces=("grace_hopper",), rotation=90),
+    }
+
+
+def _faces(root: Path):
+    t = read_table(root, "faces", FACES_SCHEMA)
+    return t.sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("track_id", "ascending")])
+
+
+def _videos(root: Path):
+    rows = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
+    for r in rows:
+        r.pop("meta")  # holds timings
+    return sorted(rows, key=lambda r: r["video_id"])
+
+
+def _same_result(a: Path, b: Path) -> None:
+    assert _videos(a) == _videos(b)
+    fa, fb = _faces(a), _faces(b)
+    assert fa.num_rows == fb.num_rows > 0
+    assert fa.equals(fb)
+
+
+def test_clips_tracks_and_crops(clips, tmp_path):
+    out = tmp_path / "ds"
+    summary = extract(list(clips.values()), out, FAST, workers=0, progress=False)
+    assert summary.n_ok == 3 and summary.n_errors == 0
+    videos = {Path(r["path"]).name: r for r in _videos(out)}
+    assert videos["two.mp4"]["n_tracks"] == 2
+    assert videos["astronaut.mp4"]["n_tracks"] == 1
+    assert videos["astronaut.mp4"]["n_sampled"] == 5  # frames 0, 3, 6, 9, 12
+    portrait = videos["portrait.mp4"]
+    assert (portrait["width"], portrait["height"], portrait["rotation"]) == (360, 480, 90)
+    faces = _faces(out).to_pylist()
+    for f in faces:
+        lm = np.array(f["landmarks"]).reshape(5, 2)
+        # upright faces: eyes above the nose above the mouth, left eye left of the right eye
+        assert lm[0, 1] < lm[2, 1] < lm[3, 1] and lm[1, 1] < lm[2, 1] < lm[4, 1]
+        assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]
+        img = decode_image(f["image"])
+        assert img.shape == (128, 128, 3)
+    # aligned crops put the eyes where the template says, whatever the camera did
+    m = np.array(faces[0]["matrix"]).reshape(2, 3)
+    eyes = np.array(faces[0]["landmarks"]).reshape(5, 2)[:2] @ m[:, :2].T + m[:, 2]
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 3 and eyes[0, 0] < 64 < eyes[1, 0]
+    # the two faces of `two.mp4` keep their track ids: left face 0, right face 1
+    two_id = videos["two.mp4"]["video_id"]
+    for f in (f for f in faces if f["video_id"] == two_id):
+        assert (f["x1"] < 320) == (f["track_id"] == 0)
+    assert validate_dataset(out, deep=True).ok
+
+
+@pytest.mark.slow
+def test_real_and_fake_pair_get_boxes_at_the_same_place(real_video, fake_video, tmp_path):
+    out = tmp_path / "pair"
+    summary = extract([real_video, fake_video], out, ExtractConfig(every=10, size=160), workers=0, progress=False)
+    assert summary.n_ok == 2 and summary.n_faces == 62  # 31 sampled frames x 1 face
+    faces = _faces(out).to_pylist()
+    by_video: dict[str, dict[int, dict]] = {}
+    for f in faces:
+        by_video.setdefault(f["video_id"], {})[f["frame_index"]] = f
+    real, fake = by_video[video_content_id(real_video)], by_video[video_content_id(fake_video)]
+    assert sorted(real) == sorted(fake) == list(range(0, 309, 10))
+    for idx in real:
+        a = np.array([[real[idx][k] for k in ("x1", "y1", "x2", "y2")]])
+        b = np.array([[fake[idx][k] for k in ("x1", "y1", "x2", "y2")]])
+        assert box_iou(a, b)[0, 0] > 0.85, idx
+        assert np.abs(np.array(real[idx]["landmarks"]) - np.array(fake[idx]["landmarks"])).max() < 12
+
+
+@pytest.mark.slow
+def test_fake_reuses_its_source_geometry(real_video, fake_video, tmp_path):
+    """An ingested pair: the fake is cropped with the real's tracks and matrices."""
+    root = tmp_path / "ingested"
+    real_id, fake_id = video_content_id(real_video), video_content_id(fake_video)
+    rows = [
+        {"video_id": real_id, "path": os.path.relpath(real_video, root), "label": "real", "status": "pending"},
+        {"video_id": fake_id, "path": os.path.relpath(fake_video, root), "label": "fake", "method": "NeuralTextures",
+         "source_video_id": real_id, "status": "pending"},
+    ]
+    for r in rows:
+        write_part_atomic(rows_to_table([r], VIDEOS_SCHEMA), part_path(root, "videos", r["video_id"]))
+    summary = extract([root], None, ExtractConfig(count=6, size=128), workers=0, progress=False)
+    assert summary.n_ok == 2
+    faces = _faces(root).to_pylist()
+    real = {f["frame_index"]: f for f in faces if f["video_id"] == real_id}
+    fake = {f["frame_index"]: f for f in faces if f["video_id"] == fake_id}
+    assert sorted(real) == sorted(fake) and len(real) == 6
+    for idx in real:
+        assert real[idx]["matrix"] == fake[idx]["matrix"]
+        assert fake[idx]["label"] == "fake" and real[idx]["label"] == "real"
+        # same geometry, different pixels only where NeuralTextures edited the face
+        diff = np.abs(decode_image(real[idx]["image"]).astype(int) - decode_image(fake[idx]["image"]).astype(int))
+        assert diff.mean() < 12
+    meta = json.loads(next(r for r in read_table(root, "videos", VIDEOS_SCHEMA).to_pylist() if r["video_id"] == fake_id)["meta"])
+    assert "reuse" in meta["pair"]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, clips) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "zero.mp4").write_bytes(b"")
+    (d / "notes.mp4").write_text("this is not a video\n" * 50)
+    data = clips["astronaut"].read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    make_audio_only(d / "audio_only.m4a")
+    render_clip(d / "one_frame.mp4", n_frames=1, width=480, height=360)
+    import skimage.data
+
+    coffee = skimage.data.coffee()  # a real photo without a face
+    write_video((coffee for _ in range(6)), d / "no_face.mp4", fps=10)
+    render_clip(d / "large.mp4", n_frames=3, width=960, height=720)
+    return {p.stem: p for p in d.iterdir()} | {"missing": d / "missing.mp4", "folder": d}
+
+
+def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
+    inputs = [bad_inputs[k] for k in ("zero", "notes", "truncated", "audio_only", "one_frame", "no_face", "large", "missing")]
+    out = tmp_path / "bad"
+    config = ExtractConfig(every=1, size=96, max_pixels=800 * 600)
+    result = runner.invoke(app, ["extract", *map(str, inputs), "--out", str(out), "--every", "1", "--size", "96",
+                                 "--max-pixels", str(800 * 600), "--workers", "0", "--no-progress"])
+    assert result.exit_code == 1, result.output  # some inputs failed
+    assert "Traceback" not in result.output
+    rows = {Path(r["path"]).name: r for r in _videos(out)}
+    expected = {"zero.mp4": "empty_file", "notes.mp4": "not_video", "truncated.mp4": "truncated",
+                "audio_only.m4a": "no_video_stream", "large.mp4": "too_large", "missing.mp4": "unreadable"}
+    for name, code in expected.items():
+        assert rows[name]["status"] == "error" and rows[name]["error_code"] == code, rows[name]
+        assert rows[name]["error"]
+    assert rows["one_frame.mp4"]["status"] == "ok" and rows["one_frame.mp4"]["n_faces"] == 1
+    assert rows["no_face.mp4"]["status"] == "ok" and rows["no_face.mp4"]["n_faces"] == 0  # a result, not an error
+    assert "truncated" in result.output and "failed" in result.output
+    assert validate_dataset(out).ok
+    # the same run again is resumed: nothing redone, same exit status
+    again = extract(inputs, out, config, workers=0, progress=False)
+    assert again.n_skipped == len(inputs) and again.n_errors == len(expected)
+
+
+def test_other_parameters_are_refused(clips, tmp_path):
+    out = tmp_path / "ds"
+    extract([clips["astronaut"]], out, FAST, workers=0, progress=False)
+    with pytest.raises(ParamsMismatch, match="every"):
+        extract([clips["astronaut"]], out, ExtractConfig(every=5, size=128), workers=0, progress=False)
+    result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(out), "--every", "5", "--size", "128"])
+    assert result.exit_code == 2 and "other parameters" in result.output
+
+
+def test_bad_arguments_get_a_message_before_any_work(tmp_path, clips):
+    result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(tmp_path / "x"), "--every", "2", "--count", "3"])
+    assert result.exit_code == 2 and "choose one frame sampling" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(clips, tmp_path):
+    """SIGKILL mid-run, then the same command: the manifests equal a clean run's."""
+    videos = [clips["astronaut"], clips["two"], clips["portrait"]]
+    cmd = [sys.executable, "-m", "dfpipe", "extract", *map(str, videos), "--every", "3", "--size", "128",
+           "--workers", "0", "--no-progress"]
+    clean = tmp_path / "clean"
+    subprocess.run([*cmd, "--out", str(clean)], check=True, capture_output=True, env=os.environ)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((killed / "videos").glob("part-*.parquet"))) < 1:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((killed / "videos").glob("part-*.parquet")))
+    assert 1 <= done < 3, "the kill should land mid-run"
+    # nothing half-written is visible: every visible part reads
+    for part in killed.rglob("part-*.parquet"):
+        pq.read_table(part)
+    subprocess.run([*cmd, "--out", str(killed)], check=True, capture_output=True, env=os.environ)
+    _same_result(clean, killed)
+    assert not list(killed.rglob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_two_worker_local_cluster_equals_serial(clips, tmp_path):
+    videos = [clips["astronaut"], clips["two"]]
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    extract(videos, serial, FAST, workers=0, progress=False)
+    summary = extract(videos, parallel, FAST, workers=2, progress=False)
+    assert summary.n_ok == 2
+    _same_result(serial, parallel)
+
+
+def test_manifests_read_with_pandas_dask_and_duckdb(clips, tmp_path):
+    out = tmp_path / "ds"
+    extract([clips["two"]], out, FAST, workers=0, progress=False)
+    import dask.dataframe as dd
+    import duckdb
+    import pandas as pd
+
+    n = read_table(out, "faces", FACES_SCHEMA, columns=["face_id"]).num_rows
+    assert len(pd.read_parquet(out / "faces", columns=["face_id", "track_id"])) == n
+    assert len(dd.read_parquet(str(out / "faces" / "*.parquet"), columns=["face_id"]).compute()) == n
+    got = duckdb.sql(f"select count(*), count(distinct track_id) from read_parquet('{out}/faces/*.parquet')").fetchall()[0]
+    assert got == (n, 2)
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "faces" in info.output
+
+
+def test_validate_catches_broken_datasets(clips, tmp_path):
+    out = tmp_path / "ds"
+    extract([clips["astronaut"]], out, FAST, workers=0, progress=False)
+    assert runner.invoke(app, ["validate", str(out)]).exit_code == 0
+    # a faces row pointing at a video that is not listed
+    faces = read_table(out, "faces", FACES_SCHEMA).to_pylist()[:1]
+    faces[0]["face_id"], faces[0]["video_id"] = "orphan-1", "nosuchvideo"
+    write_part_atomic(rows_to_table(faces, FACES_SCHEMA), part_path(out, "faces", "orphan"))
+    (out / "videos" / "part-corrupt.parquet").write_bytes(b"PAR1 not really")
+    result = runner.invoke(app, ["validate", str(out)])
+    assert result.exit_code == 1
+    assert "missing from videos/" in result.output and "unreadable Parquet" in result.output
