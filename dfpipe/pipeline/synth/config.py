@@ -1,0 +1,86 @@
+"""What `dfpipe synthesize` makes: one dataclass, checked before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dfpipe.pipeline.blend import BLENDS
+from dfpipe.pipeline.colour import MODES as COLOUR_MODES
+from dfpipe.pipeline.facemask import REGIONS, WARPS
+from dfpipe.pipeline.videoio import QUALITY_CRF
+
+METHODS = ("swap", "self-blend", "external")
+TRANSFORMS = ("similarity", "affine")
+
+
+@dataclass
+class SynthConfig:
+    """Parameters of a synthesis run (recorded in run.json and every fake's `meta`).
+
+    `per_video` caps the frames changed in each fake (from the start of the target track);
+    None changes the whole track. `pairs` is the number of swap fakes (ignored when a pairs
+    file is given); `self-blend` makes one fake per real track; `external` one per
+    generator folder.
+    """
+
+    method: str = "swap"
+    blend: str = "alpha"
+    colour: str = "none"
+    qualities: tuple[str, ...] = ("c23",)
+    pairs: int = 10
+    per_video: int | None = None
+    seed: int = 0
+    region: str = "full"
+    mask_warp: str = "elastic"
+    deform: bool = True
+    transform: str = "similarity"
+    pairs_file: str | None = None
+    from_generator: str | None = None
+    harmonizer: str | None = None
+    device: str = "cpu"
+    include_reals: bool = True
+    min_track_faces: int = 2
+    image_format: str = "png"
+
+    def __post_init__(self) -> None:
+        # `--blend rct` (the issue's spelling): colour transfer rct, then an alpha blend
+        if self.blend in COLOUR_MODES and self.blend != "none":
+            if self.colour not in ("none", self.blend):
+                raise ValueError(f"--blend {self.blend} is a colour mode, and --colour {self.colour} asks another")
+            self.colour, self.blend = self.blend, "alpha"
+        self.qualities = tuple(dict.fromkeys(self.qualities))
+        _check("method", self.method, METHODS)
+        _check("blend", self.blend, BLENDS)
+        _check("colour", self.colour, COLOUR_MODES)
+        _check("region", self.region, REGIONS)
+        _check("mask warp", self.mask_warp, WARPS)
+        _check("transform", self.transform, TRANSFORMS)
+        if not self.qualities:
+            raise ValueError("give at least one --quality")
+        for q in self.qualities:
+            _check("quality", q, tuple(QUALITY_CRF))
+        if self.pairs < 1:
+            raise ValueError(f"--pairs must be at least 1, got {self.pairs}")
+        if self.per_video is not None and self.per_video < 1:
+            raise ValueError(f"--per-video must be at least 1, got {self.per_video}")
+        if self.method == "external" and not self.from_generator:
+            raise ValueError("--method external needs --from-generator DIR (a folder of generated frames per target video)")
+        if self.from_generator and self.method != "external":
+            if self.method != "swap":
+                raise ValueError("--from-generator goes with --method external")
+            self.method = "external"  # `synthesize DS --from-generator DIR` alone means external
+        if self.blend == "dovenet" and not self.harmonizer:
+            raise ValueError("--blend dovenet needs --harmonizer CKPT (a DoveNet checkpoint from train-harmonizer)")
+
+    def output_params(self) -> dict[str, Any]:
+        """What decides the output: a re-run with other values is refused (run.json)."""
+        params = asdict(self)
+        params["qualities"] = list(self.qualities)
+        params.pop("device")
+        return params
+
+
+def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

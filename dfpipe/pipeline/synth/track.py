@@ -1,0 +1,61 @@
+"""A target track frame by frame: landmarks for every frame, crops where extract sampled.
+
+Extract may sample every Nth frame; a fake video changes every frame, so landmarks (and
+crop matrices) are interpolated linearly between sampled frames of the track. Gaps longer
+than twice the sampling step are not bridged: the face is left real there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class TrackPlan:
+    """`landmarks[i]` (5 x 2) and `matrices[i]` (2 x 3, frame -> crop) for each changed
+    frame i; `rows[i]` the target's faces row at the frames extract sampled (their crops
+    are re-cut from the fake)."""
+
+    landmarks: dict[int, np.ndarray]
+    matrices: dict[int, np.ndarray]
+    rows: dict[int, dict]
+
+    @property
+    def end(self) -> int:
+        """One past the last changed frame: the fake video's length."""
+        return max(self.landmarks) + 1
+
+    @property
+    def first(self) -> int:
+        return min(self.landmarks)
+
+
+def plan_track(rows: list[dict], per_video: int | None = None) -> TrackPlan:
+    """Build the plan from the faces rows of one track (any order)."""
+    rows = sorted(rows, key=lambda r: r["frame_index"])
+    if not rows:
+        raise ValueError("the target track has no faces")
+    frames = np.array([r["frame_index"] for r in rows], dtype=np.int64)
+    # landmarks and crop matrix of a frame as one 16-vector, interpolated together
+    values = np.array(
+        [np.concatenate([np.asarray(r["landmarks"], np.float64).reshape(10), np.asarray(r["matrix"], np.float64).reshape(6)])
+         for r in rows]
+    )
+    steps = np.diff(frames)
+    max_gap = 2 * int(np.median(steps)) if len(steps) else 1
+    per_frame: dict[int, np.ndarray] = {int(frames[0]): values[0]}
+    for k in range(1, len(frames)):
+        a, b = int(frames[k - 1]), int(frames[k])
+        if b - a <= max_gap:
+            for f in range(a + 1, b):
+                t = (f - a) / (b - a)
+                per_frame[f] = (1 - t) * values[k - 1] + t * values[k]
+        per_frame[b] = values[k]
+    keep = sorted(per_frame)[:per_video] if per_video is not None else sorted(per_frame)
+    return TrackPlan(
+        landmarks={f: per_frame[f][:10].reshape(5, 2) for f in keep},
+        matrices={f: per_frame[f][10:].reshape(2, 3) for f in keep},
+        rows={int(r["frame_index"]): r for r in rows if int(r["frame_index"]) in set(keep)},
+    )
