@@ -20,6 +20,8 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "dfpipe.cli.extract",
     "dfpipe.cli.inspect",
+    "dfpipe.cli.ingest",
+    "dfpipe.cli.train",
 ]
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from dfpipe.models.registry import count_parameters, create_model
+from dfpipe.runtime.runinfo import read_run
 from dfpipe.train import distributed as ddp
 from dfpipe.train.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
 from dfpipe.train.data import FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index, make_loader
@@ -216,6 +217,7 @@ class _Run:
         seed_everything(cfg.seed)
         self.model = create_model(cfg.model_name(), pretrained=cfg.pretrained, **cfg.model_kwargs()).to(self.device)
         self.spec = ImageSpec.from_default_cfg(self.model.default_cfg)
+        self.extract_params = plain(read_run(cfg.dataset_dir).get("stages", {}).get("extract", {}).get("params", {}))
         self.index: FaceIndex = load_index(cfg.dataset_dir, seed=cfg.seed)
         per_step = info.world_size * cfg.accum
         if cfg.batch % per_step:
@@ -268,6 +270,7 @@ class _Run:
             "best": dict(self.best),
             "history": plain(self.history),
             "num_params": count_parameters(self.model),
+            "extract": self.extract_params,  # how the training crops were made (predict repeats it)
         }
 
     def save(self, name: str) -> None:

@@ -1,0 +1,177 @@
+"""`dfpipe train`, `dfpipe evaluate`, `dfpipe predict`: thin layers over `dfpipe.train`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def train(
+    dataset_dir: Path = typer.Argument(..., help="Dataset directory with faces/ (from `dfpipe extract`)."),
+    model: str = typer.Option("m2tr", "--model", "-m", help="m2tr or mat."),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, logs, metrics."),
+    epochs: int = typer.Option(20, help="Epochs (the schedule spans all of them)."),
+    batch: int = typer.Option(32, help="Total batch per optimizer step, over all processes and --accum."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: M2TR 5e-4, MAT 1e-3)."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw (default: M2TR sgd, MAT adam)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: M2TR 0, MAT 1e-6)."),
+    momentum: float = typer.Option(0.9, help="SGD momentum."),
+    schedule: str = typer.Option("cosine", help="cosine, step (x --gamma every --step-size epochs) or constant."),
+    step_size: int = typer.Option(5, help="Epochs between decays of the step schedule."),
+    gamma: float = typer.Option(0.5, help="Decay factor of the step schedule."),
+    accum: int = typer.Option(1, help="Gradient accumulation: micro-batches per optimizer step."),
+    workers: int = typer.Option(2, help="DataLoader worker processes per training process."),
+    tiny: bool = typer.Option(False, "--tiny", help="The model's tiny config (64 px; tests and quick tries)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+                                              help="ImageNet backbone weights (default: on unless offline or --tiny)."),
+    model_cfg: Optional[List[str]] = typer.Option(None, "--model-cfg", help="Model option KEY=VALUE, repeatable (e.g. depth=1)."),
+    seed: int = typer.Option(0, help="Seed of splits, data order, augmentation and initialisation."),
+    amp: bool = typer.Option(True, help="Mixed precision on CUDA (CPU runs stay float32)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when present)."),
+    gpus: Optional[int] = typer.Option(None, help="Spawn N processes with DDP (one per GPU; gloo on CPU without CUDA)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/last.pt."),
+    balance: bool = typer.Option(True, help="Oversample the minority class in training."),
+    buffer: int = typer.Option(512, help="Shuffle buffer (rows) per loader worker."),
+    max_steps: Optional[int] = typer.Option(None, help="At most this many optimizer steps per epoch."),
+    stop_after: Optional[int] = typer.Option(None, help="Leave after this many epochs (resume later with --resume)."),
+    save_every: Optional[int] = typer.Option(None, help="Also write last.pt every N optimizer steps."),
+    log_every: int = typer.Option(10, help="Write steps.csv / TensorBoard every N steps."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train M2TR or MAT on DS/faces/. Works under `torchrun -m dfpipe train ...` too.
+
+    Splits come from the manifests (faces, then videos), else are made by video group
+    (a fake stays with its source real video). best.pt is chosen by validation AUC.
+    """
+    from dfpipe.train.trainer import train as run_train
+
+    try:
+        summary = run_train(
+            dataset_dir, model=model, out=out, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
+            weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma,
+            accum=accum, workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=model_cfg, seed=seed, amp=amp,
+            device=device, gpus=gpus, resume=resume, balance=balance, buffer=buffer, max_steps=max_steps,
+            stop_after=stop_after, save_every=save_every, log_every=log_every, progress=progress,
+        )
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    if json_output:
+        _print_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"train {model} -> {summary['out']}")
+    for col in ("epoch", "train loss", "val AUC", "val ACC", "val EER", "val AP", "video AUC"):
+        table.add_column(col)
+    for r in summary["history"]:
+        table.add_row(str(r["epoch"]), _fmt(r.get("train_loss")), _fmt(r.get("val_auc")), _fmt(r.get("val_acc")),
+                      _fmt(r.get("val_eer")), _fmt(r.get("val_ap")), _fmt(r.get("val_video_auc")))
+    console.print(table)
+    best = summary["best"]
+    console.print(f"{summary['num_params']:,} parameters, {summary['n_train']} training faces per epoch, "
+                  f"{summary['n_val']} validation faces, {summary['seconds']:.1f} s")
+    if best["epoch"] is None:
+        console.print("[yellow]no best.pt: the validation split is empty or has one class[/]")
+    else:
+        console.print(f"best.pt: epoch {best['epoch']}, val AUC {best['auc']:.4f}")
+
+
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint from `dfpipe train` (best.pt or last.pt)."),
+    dataset_dir: Path = typer.Argument(..., help="Dataset directory with faces/."),
+    split: str = typer.Option("test", help="train, val, test or all."),
+    report: Optional[Path] = typer.Option(None, help="Folder for metrics.json, faces.parquet and roc.png."),
+    batch: int = typer.Option(32, help="Faces per forward pass."),
+    workers: int = typer.Option(2, help="DataLoader worker processes."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when present)."),
+    amp: bool = typer.Option(True, help="Mixed precision on CUDA."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Frame AUC, ACC at 0.5, EER, AP, video AUC (mean frame probability), per method and
+    per compression; with --report also the per-face table and a ROC plot."""
+    from dfpipe.train.evaluate import evaluate as run_evaluate
+
+    try:
+        result = run_evaluate(checkpoint, dataset_dir, split=split, report=report, batch=batch, workers=workers,
+                              device=device, amp=amp, progress=progress)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    if json_output:
+        _print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} on {dataset_dir} ({split}): {result['n_faces']} faces, {result['n_videos']} videos")
+    for col in ("subset", "n", "AUC", "ACC", "EER", "AP", "video AUC"):
+        table.add_column(col)
+    f, v = result["frame"], result["video"]
+    table.add_row("all", str(f["n"]), _fmt(f["auc"]), _fmt(f["acc"]), _fmt(f["eer"]), _fmt(f["ap"]), _fmt(v["auc"]))
+    for group in ("per_method", "per_compression"):
+        for name, m in result[group].items():
+            table.add_row(f"{group[4:]} {name}", str(m["n"]), _fmt(m["auc"]), _fmt(m["acc"]), _fmt(m["eer"]),
+                          _fmt(m["ap"]), _fmt(m["video_auc"]))
+    console.print(table)
+    if report is not None:
+        console.print(f"report: {report}/metrics.json, faces.parquet, roc.png")
+
+
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint from `dfpipe train`."),
+    videos: List[Path] = typer.Argument(..., help="Video files to score."),
+    every: Optional[int] = typer.Option(None, help="Score every Nth frame (default 10)."),
+    count: Optional[int] = typer.Option(None, help="Score N frames spread over each video."),
+    keep: str = typer.Option("all", help="Face tracks to score: all, largest or main."),
+    batch: int = typer.Option(16, help="Faces per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when present)."),
+    threshold: float = typer.Option(0.5, help="Probability at which a video is called fake."),
+    faces: bool = typer.Option(False, "--faces", help="Also list every face's probability."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result as a JSON file."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Fake probability per video and per face track. Faces are cropped the way the
+    checkpoint's training data was. Exit status 1 when a video could not be scored."""
+    from dfpipe.train.predict import predict as run_predict
+
+    try:
+        result = run_predict(checkpoint, videos, every=every, count=count, keep=keep, batch=batch, device=device,
+                             threshold=threshold, faces=faces, output=output)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    if json_output:
+        _print_json(result)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{result['model']}: fake probability")
+        for col in ("video", "faces", "tracks", "prob", "label", "status"):
+            table.add_column(col)
+        for r in result["videos"]:
+            status = r["status"] if r["status"] == "ok" else f"{r['error_code']}: {r['error']}"
+            table.add_row(r["path"], str(r["n_faces"]), str(len(r["tracks"])), _fmt(r["prob"]), r["label"] or "-", status)
+        console.print(table)
+    if result["n_errors"]:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)

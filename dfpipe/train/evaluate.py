@@ -1,0 +1,97 @@
+"""`dfpipe evaluate`: score a checkpoint on one split of a dataset directory.
+
+The split is resolved exactly as in training (same seed), so `--split test` is the set
+of faces the run never selected on. Writes `metrics.json`, `faces.parquet` (one row per
+face with its probability) and `roc.png` into the report folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfpipe.manifests.schema import SPLITS
+from dfpipe.train.checkpoint import load_checkpoint, model_from_checkpoint, plain
+from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
+from dfpipe.train.distributed import pick_device
+from dfpipe.train.inference import score_stream
+from dfpipe.train.metrics import evaluate_scores, plot_roc
+
+
+def _finite(value: Any) -> Any:
+    """NaN -> None so metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def evaluate(
+    checkpoint: str | Path,
+    dataset_dir: str | Path,
+    split: str = "test",
+    report: str | Path | None = None,
+    batch: int = 32,
+    workers: int = 2,
+    device: str | None = None,
+    amp: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of `checkpoint` on `split` (`all` = every labelled face) of `dataset_dir`."""
+    if split not in (*SPLITS, "all"):
+        raise DataError(f"--split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
+    started = time.perf_counter()
+    dev = pick_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    model = model_from_checkpoint(ckpt, dev)
+    spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
+    index = load_index(dataset_dir, seed=int(ckpt["config"].get("seed", 0)))
+    stream = FaceStream(index, StreamConfig(None if split == "all" else split, spec))
+    bar = _bar(progress, len(stream))
+    rows, probs = score_stream(model, stream, batch, dev, workers=workers, amp=amp,
+                               progress=None if bar is None else (lambda n: bar[0].update(bar[1], advance=n)))
+    if bar is not None:
+        bar[0].stop()
+    cols = ["face_id", "video_id", "frame_index", "track_id", "label", "y", "split", "method", "compression"]
+    faces = index.table.loc[rows, cols].reset_index(drop=True)
+    faces["prob"] = probs
+    faces["pred"] = np.where(probs >= 0.5, "fake", "real")
+    scored = faces.rename(columns={"label": "label_name", "y": "label"})
+    metrics = evaluate_scores(scored)
+    result = {
+        "checkpoint": str(checkpoint),
+        "dataset_dir": str(dataset_dir),
+        "split": split,
+        "model": ckpt["model_name"],
+        "model_kwargs": ckpt["model_kwargs"],
+        "epoch": ckpt["epoch"],
+        "n_faces": int(len(faces)),
+        "n_videos": int(faces["video_id"].nunique()),
+        **metrics,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    result = _finite(plain(result))
+    if report is not None:
+        out = Path(report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        faces.to_parquet(out / "faces.parquet", index=False)
+        plot_roc(scored, out / "roc.png", title=f"{ckpt['model_name']} on {split}")
+        result["report"] = {name: str(out / name) for name in ("metrics.json", "faces.parquet", "roc.png")}
+    return result
+
+
+def _bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import Progress
+
+    progress = Progress()
+    progress.start()
+    return progress, progress.add_task("evaluate", total=total)
