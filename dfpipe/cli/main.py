@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "dfpipe.cli.inspect",
     "dfpipe.cli.ingest",
     "dfpipe.cli.train",
+    "dfpipe.cli.synthesize",
 ]
 
 

@@ -1,0 +1,276 @@
+"""Manipulation masks for fakes: from the real/fake pair, a shipped mask video, or landmarks.
+
+A fake extracted after its source real video reuses the source's tracks and matrices, so
+its crop and the real crop of the same frame line up pixel for pixel; what differs is the
+manipulated region plus codec noise. Both crops are blurred first (a real and a fake of
+the same clip are often encoded at different qualities, so sharp edges differ everywhere),
+differenced (max channel difference and/or 1 - SSIM map), thresholded (Otsu with a floor,
+or a fixed level), cleaned with morphology and reduced to the largest components.
+
+Order of preference per fake: the dataset's own mask video (`meta.mask_path`, FF++), the
+pair difference, and the landmark hull of a mean face (`facemask.landmark_hull_mask`).
+`dfpipe masks DS` rewrites each fake's `faces/` part atomically and skips parts that
+already have masks, so it resumes like extract.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dfpipe.manifests.parts import part_path, read_table, write_part_atomic
+from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.pipeline.align import transform_points, warp_crop
+from dfpipe.pipeline.imagecodec import decode_image, encode_mask
+from dfpipe.pipeline.quality.ssim import ssim_map
+
+log = logging.getLogger(__name__)
+
+DIFFERENCES = ("max", "ssim", "both")
+#: Kernel sizes below are for a 256-pixel crop and scale with the crop size.
+REFERENCE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class PairMaskConfig:
+    difference: str = "max"  # max channel difference, 1 - SSIM map, or their mean ("both")
+    threshold: str | float = "otsu"  # "otsu" or a fixed level on the 0..255 difference map
+    min_threshold: float = 12.0  # floor under Otsu: codec noise alone never becomes a mask
+    blur_sigma: float = 2.0  # pre-blur of both crops, pixels at 256
+    open_size: int = 3  # removes isolated specks
+    close_size: int = 21  # merges the strokes of an edited mouth / face into one region
+    components: int = 1  # keep this many largest regions
+    min_area: float = 0.002  # regions smaller than this fraction of the crop are dropped
+    within_face: float | None = 0.15  # keep the pair mask inside the face hull grown by this
+    # fraction of the crop (codec or watermark differences in the background are not edits);
+    # None keeps it anywhere
+    landmark_region: str = "full"  # facemask region for the landmark fallback
+    use_shipped: bool = True
+
+    def __post_init__(self) -> None:
+        if self.difference not in DIFFERENCES:
+            raise ValueError(f"difference must be one of {DIFFERENCES}, got {self.difference!r}")
+        if isinstance(self.threshold, str) and self.threshold != "otsu":
+            raise ValueError(f"threshold must be 'otsu' or a number in 0..255, got {self.threshold!r}")
+        if not isinstance(self.threshold, str) and not 0 <= float(self.threshold) <= 255:
+            raise ValueError(f"a fixed threshold must lie in 0..255, got {self.threshold}")
+        if self.components < 1:
+            raise ValueError(f"components must be >= 1, got {self.components}")
+
+
+def _scaled(size_at_256: float, size: int, odd: bool = True) -> int:
+    k = max(1, int(round(size_at_256 * size / REFERENCE_SIZE)))
+    return k + 1 - k % 2 if odd else k
+
+
+def difference_map(real: np.ndarray, fake: np.ndarray, config: PairMaskConfig = PairMaskConfig()) -> np.ndarray:
+    """uint8 map (0..255) of how much `fake` differs from `real` per pixel."""
+    if real.shape != fake.shape:
+        raise ValueError(f"pair crops differ in shape: {real.shape} vs {fake.shape}")
+    sigma = config.blur_sigma * real.shape[0] / REFERENCE_SIZE
+    a = real.astype(np.float32)
+    b = fake.astype(np.float32)
+    if sigma > 0:
+        a = cv2.GaussianBlur(a, (0, 0), sigma)
+        b = cv2.GaussianBlur(b, (0, 0), sigma)
+    maps = []
+    if config.difference in ("max", "both"):
+        maps.append(np.abs(a - b).max(axis=-1))
+    if config.difference in ("ssim", "both"):
+        maps.append(np.clip(1.0 - ssim_map(a, b).mean(axis=-1), 0.0, 1.0) * 255.0)
+    return np.clip(np.mean(maps, axis=0), 0, 255).astype(np.uint8)
+
+
+def threshold_map(diff: np.ndarray, config: PairMaskConfig = PairMaskConfig()) -> np.ndarray:
+    if config.threshold == "otsu":
+        otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        level = max(float(otsu), config.min_threshold)
+    else:
+        level = float(config.threshold)
+    return np.where(diff > level, 255, 0).astype(np.uint8)
+
+
+def clean_mask(binary: np.ndarray, config: PairMaskConfig = PairMaskConfig()) -> np.ndarray:
+    """Open, close, fill holes, keep the largest components."""
+    size = binary.shape[0]
+    ellipse = cv2.MORPH_ELLIPSE
+    m = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(ellipse, (_scaled(config.open_size, size),) * 2))
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(ellipse, (_scaled(config.close_size, size),) * 2))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = [i + 1 for i in np.argsort(areas)[::-1][: config.components] if areas[i] >= config.min_area * m.size]
+    out = np.isin(labels, keep).astype(np.uint8) * 255
+    # fill holes: everything not reachable from the border through background
+    contours, _ = cv2.findContours(out, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(out)
+    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
+    return filled
+
+
+def pair_mask(
+    real: np.ndarray, fake: np.ndarray, config: PairMaskConfig = PairMaskConfig(), face: np.ndarray | None = None
+) -> np.ndarray:
+    """Mask (uint8, 255 = manipulated) of the region where a fake crop departs from its real crop.
+
+    `face`: an optional face-hull mask of the crop; with `config.within_face` the result
+    is kept inside it, grown by that fraction of the crop size.
+    """
+    binary = threshold_map(difference_map(real, fake, config), config)
+    if face is not None and config.within_face is not None:
+        grow = _scaled(config.within_face * REFERENCE_SIZE * 2, face.shape[0])
+        region = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+        binary = np.where(region > 0, binary, 0).astype(np.uint8)
+    return clean_mask(binary, config)
+
+
+def shipped_mask(mask_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """A dataset's mask video frame cropped with the face's matrix, binarised."""
+    grey = mask_frame.max(axis=-1) if mask_frame.ndim == 3 else mask_frame
+    crop = warp_crop(grey, np.asarray(matrix).reshape(2, 3), size, interpolation=cv2.INTER_NEAREST)
+    return np.where(crop > 127, 255, 0).astype(np.uint8)
+
+
+def landmark_mask(landmarks: np.ndarray, matrix: np.ndarray, size: int, region: str = "full") -> np.ndarray:
+    from dfpipe.pipeline.facemask import landmark_hull_mask
+
+    pts = transform_points(np.asarray(landmarks).reshape(5, 2), np.asarray(matrix).reshape(2, 3))
+    return landmark_hull_mask(pts, (size, size), region)
+
+
+# ----------------------------------------------------------------------------- per video
+
+
+def _has_masks(path: Path) -> bool:
+    table = pq.read_table(path, columns=["mask_source"])
+    return table.num_rows == 0 or table.column("mask_source").null_count == 0
+
+
+def _shipped_frames(root: Path, meta: dict, indices: set[int]) -> dict[int, np.ndarray] | None:
+    """Frames of the dataset's mask video at `indices` (None without one)."""
+    rel = meta.get("mask_path")
+    if not rel:
+        return None
+    from dfpipe.pipeline.decode import iter_frames
+
+    frames = {}
+    last = max(indices) if indices else -1
+    for frame in iter_frames(root / rel):
+        if frame.index in indices:
+            frames[frame.index] = frame.image
+        if frame.index >= last:
+            break
+    return frames
+
+
+def mask_video(root: str | Path, video: dict[str, Any], config: PairMaskConfig) -> dict[str, Any]:
+    """Fill `mask` / `mask_source` of one fake's faces part. Returns counts (no large data)."""
+    root = Path(root)
+    vid = video["video_id"]
+    path = part_path(root, "faces", vid)
+    result: dict[str, Any] = {"video_id": vid, "skipped": False, "sources": {}, "warnings": []}
+    if not path.is_file():
+        result["warnings"].append(f"{vid}: no faces part (not extracted, or no face found)")
+        return result
+    if _has_masks(path):
+        result["skipped"] = True
+        return result
+    table = pq.read_table(path, schema=FACES_SCHEMA)
+    rows = table.to_pylist()
+    meta = json.loads(video.get("meta") or "{}")
+
+    shipped = None
+    if config.use_shipped and meta.get("mask_path"):
+        try:
+            shipped = _shipped_frames(root, meta, {r["frame_index"] for r in rows})
+        except Exception as exc:  # a broken mask video must not stop the run: fall back, say so
+            result["warnings"].append(f"{vid}: mask video {meta['mask_path']} unreadable ({exc}); using pair/landmarks")
+
+    source_crops: dict[tuple[int, int], dict] = {}
+    src = video.get("source_video_id")
+    src_path = part_path(root, "faces", src) if src else None
+    if shipped is None and src_path is not None and src_path.is_file():
+        src_table = pq.read_table(src_path, columns=["frame_index", "track_id", "matrix", "size", "image"])
+        source_crops = {(r["frame_index"], r["track_id"]): r for r in src_table.to_pylist()}
+
+    sources: Counter = Counter()
+    for row in rows:
+        size = int(row["size"])
+        key = (row["frame_index"], row["track_id"])
+        partner = source_crops.get(key)
+        if shipped is not None and row["frame_index"] in shipped:
+            mask, how = shipped_mask(shipped[row["frame_index"]], row["matrix"], size), "shipped"
+        elif partner is not None and np.allclose(partner["matrix"], row["matrix"], atol=1e-6) and partner["size"] == size:
+            face = None
+            if config.within_face is not None and row["landmarks"] is not None:
+                face = landmark_mask(row["landmarks"], row["matrix"], size, "full")
+            mask, how = pair_mask(decode_image(partner["image"]), decode_image(row["image"]), config, face), "pair"
+        else:  # no source, or the fake fell back to its own detections: geometry differs
+            mask, how = landmark_mask(row["landmarks"], row["matrix"], size, config.landmark_region), "landmarks"
+        row["mask"] = encode_mask(mask)
+        row["mask_source"] = how
+        sources[how] += 1
+    write_part_atomic(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), path)
+    result["sources"] = dict(sources)
+    return result
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class MasksSummary:
+    root: Path
+    n_fakes: int = 0
+    n_done: int = 0
+    n_skipped: int = 0
+    by_source: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_masks(
+    root: str | Path,
+    config: PairMaskConfig | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> MasksSummary:
+    """Masks for every extracted fake of dataset directory `root` (see the module docstring)."""
+    from dfpipe.runtime.parallel import Task, dask_client, run_tasks
+    from dfpipe.runtime.runinfo import check_params, record_stage
+
+    config = config or PairMaskConfig()
+    root = Path(root)
+    if not (root / "videos").is_dir():
+        raise FileNotFoundError(f"{root}: not a dataset directory (no videos/)")
+    check_params(root, "masks", asdict(config))  # a resumed run must not mix two settings
+    record_stage(root, "masks", asdict(config))
+    started = time.perf_counter()
+    videos = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
+    fakes = [v for v in videos if v["label"] == "fake" and v["status"] == "ok"]
+    summary = MasksSummary(root=root, n_fakes=len(fakes))
+    pending = [v for v in videos if v["label"] == "fake" and v["status"] == "pending"]
+    if pending:
+        summary.warnings.append(f"{len(pending)} fakes are not extracted yet (run dfpipe extract {root})")
+    with dask_client(workers if fakes else 0, scheduler) as client:
+        tasks = [Task(key=v["video_id"], fn=mask_video, args=(str(root.absolute()), v, config)) for v in fakes]
+        results = run_tasks(tasks, client, description="masks", progress=progress)
+    for res in results.values():
+        summary.warnings.extend(res["warnings"])
+        if res["skipped"]:
+            summary.n_skipped += 1
+        elif res["sources"]:
+            summary.n_done += 1
+            summary.by_source.update(res["sources"])
+    summary.seconds = time.perf_counter() - started
+    return summary
