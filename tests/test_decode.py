@@ -1,0 +1,279 @@
+"""Decoding real videos: sampling, true indices, rotation, bounded memory, error codes.
+
+References are independent of the code under test: the FF++ clip's known geometry, and
+the ffmpeg binary's own decode (which applies rotation metadata itself).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from dfpipe.manifests.schema import ERROR_CODES
+from dfpipe.media.faceclips import render_clip
+from dfpipe.pipeline.decode import DecodeError, Sampling, iter_frames, probe
+from dfpipe.pipeline.videoio import ffmpeg_exe, make_audio_only, run_ffmpeg, set_rotation
+
+BACKENDS = ["pyav", "decord"]
+FFPP_FRAMES, FFPP_FPS = 309, 25.0
+
+
+def ffmpeg_frame(path, index: int) -> np.ndarray:
+    """Frame `index` decoded by the ffmpeg CLI (autorotated, RGB)."""
+    info = probe(path)
+    cmd = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf", f"select=eq(n\\,{index})", "-frames:v", "1",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]  # fmt: skip
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(info.height, info.width, 3)
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    return tmp_path_factory.mktemp("decode_media")
+
+
+@pytest.fixture(scope="session")
+def portrait_clip(media):
+    """A real-face portrait clip stored landscape with rotation metadata, like a phone's."""
+    return render_clip(media / "portrait.mp4", n_frames=12, width=240, height=320, faces=("grace_hopper",), rotation=90)
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def test_probe_ffpp_video(real_video):
+    info = probe(real_video)
+    assert (info.width, info.height, info.rotation) == (1280, 720, 0)
+    assert info.fps == FFPP_FPS and info.n_frames == FFPP_FRAMES and info.n_frames_exact
+    assert info.duration == pytest.approx(FFPP_FRAMES / FFPP_FPS, abs=0.05)
+    assert info.codec == "h264" and info.has_audio is False
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(every=0), dict(every=2.5), dict(count=0), dict(count=True), dict(fps=0), dict(fps=float("nan")),
+     dict(fps=-1.0), dict(every=2, count=3), dict(count=3, fps=5.0)],  # fmt: skip
+)
+def test_sampling_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        Sampling(**kwargs)
+
+
+def _expected_indices(sampling: Sampling) -> list[int]:
+    if sampling.every is not None:
+        return list(range(0, FFPP_FRAMES, sampling.every))
+    if sampling.count is not None:
+        return sorted({round(x) for x in np.linspace(0, FFPP_FRAMES - 1, min(sampling.count, FFPP_FRAMES))})
+    if sampling.fps is not None:  # 25 fps -> 5 fps keeps every 5th frame
+        return list(range(0, FFPP_FRAMES, round(FFPP_FPS / sampling.fps)))
+    return list(range(FFPP_FRAMES))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "sampling", [Sampling(), Sampling(every=10), Sampling(count=7), Sampling(fps=5.0)], ids=lambda s: s.describe()
+)
+def test_sampling_gives_true_indices_and_timestamps(real_video, backend, sampling):
+    frames = [(f.index, f.timestamp, f.image.shape, f.image.dtype) for f in iter_frames(real_video, sampling, backend)]
+    indices = [f[0] for f in frames]
+    assert indices == _expected_indices(sampling)
+    assert [f[1] for f in frames] == pytest.approx([i / FFPP_FPS for i in indices], abs=1e-3)
+    assert all(shape == (720, 1280, 3) and dtype == np.uint8 for _, _, shape, dtype in frames)
+
+
+def test_sampled_frame_is_the_true_frame(real_video):
+    """Frame 154 from count sampling equals ffmpeg's own frame 154, not a neighbour."""
+    frame = [f for f in iter_frames(real_video, Sampling(count=3), "pyav")][1]
+    assert frame.index == 154
+    reference = ffmpeg_frame(real_video, 154)
+    assert mean_abs_diff(frame.image, reference) < 1.5
+    neighbour = ffmpeg_frame(real_video, 160)
+    assert mean_abs_diff(frame.image, neighbour) > mean_abs_diff(frame.image, reference) + 0.5
+
+
+def test_backends_agree_on_pixels(real_video):
+    pyav = list(iter_frames(real_video, Sampling(count=5), "pyav"))
+    decord = list(iter_frames(real_video, Sampling(count=5), "decord"))
+    assert [f.index for f in pyav] == [f.index for f in decord]
+    for a, b in zip(pyav, decord):
+        assert mean_abs_diff(a.image, b.image) < 1.0
+        assert np.percentile(np.abs(a.image.astype(np.int16) - b.image), 99) <= 4
+
+
+def test_unknown_backend_is_a_value_error(real_video):
+    with pytest.raises(ValueError, match="backend"):
+        iter_frames(real_video, backend="opencv")
+
+
+# ----------------------------------------------------------------------------- rotation
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_portrait_clip_comes_out_upright(portrait_clip, backend):
+    info = probe(portrait_clip)
+    assert (info.width, info.height, info.rotation) == (240, 320, 90)
+    frames = list(iter_frames(portrait_clip, Sampling(count=2), backend))
+    assert [f.image.shape for f in frames] == [(320, 240, 3)] * 2
+    for frame in frames:
+        assert mean_abs_diff(frame.image, ffmpeg_frame(portrait_clip, frame.index)) < 1.0
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_metadata_on_ffpp_video(real_video, media, rotation):
+    rotated = set_rotation(real_video, media / f"ffpp_rot{rotation}.mp4", rotation)
+    info = probe(rotated)
+    assert info.rotation == rotation
+    assert (info.width, info.height) == ((720, 1280) if rotation % 180 else (1280, 720))
+    reference = ffmpeg_frame(rotated, 0)
+    for backend in BACKENDS:
+        frame = next(iter_frames(rotated, Sampling(count=1), backend))  # count=1 -> frame 0 only
+        assert frame.index == 0 and frame.image.shape == (info.height, info.width, 3)
+        assert mean_abs_diff(frame.image, reference) < 1.5, backend
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memory_stays_bounded_on_a_long_1080p_clip(media, backend):
+    psutil = pytest.importorskip("psutil")
+    path = media / "long_1080p.mp4"
+    n_frames, frame_bytes = 200, 1920 * 1080 * 3
+    if not path.exists():
+        render_clip(path, n_frames=n_frames, width=1920, height=1080, faces=("astronaut", "grace_hopper"), preset="ultrafast")
+    process = psutil.Process()
+    before = process.memory_info().rss
+    rss = [process.memory_info().rss for _ in iter_frames(path, Sampling(), backend)]
+    assert len(rss) == n_frames
+    half = n_frames // 2
+    # flat once the decoder is warm: the second 100 frames add at most a few frames' worth
+    assert max(rss[half:]) - max(rss[:half]) < 10 * frame_bytes, f"RSS crept up {(max(rss[half:]) - max(rss[:half])) >> 20} MiB"
+    # and far below holding the video (1.2 GB)
+    assert max(rss) - before < n_frames // 3 * frame_bytes, f"RSS grew {(max(rss) - before) >> 20} MiB"
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(media, real_video):
+    """One file per error code (the code is the key)."""
+    files = {}
+    files["missing"] = media / "missing.mp4"
+    files["directory"] = media / "a_folder.mp4"
+    files["directory"].mkdir()
+    files["empty"] = media / "empty.mp4"
+    files["empty"].write_bytes(b"")
+    files["text"] = media / "notes.mp4"
+    files["text"].write_text("this is a text file, not a video\n" * 50)
+    files["random"] = media / "noise.avi"
+    files["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    files["audio"] = make_audio_only(media / "tone.m4a", seconds=1.0)
+    # an FF++ mp4 has its index (moov) at the end: half of it has none
+    data = real_video.read_bytes()
+    files["cut_moov_end"] = media / "cut_moov_end.mp4"
+    files["cut_moov_end"].write_bytes(data[: len(data) // 2])
+    # with the index first (faststart), half a file opens and decodes until the data ends
+    faststart = media / "faststart.mp4"
+    run_ffmpeg(["-i", real_video, "-c", "copy", "-movflags", "+faststart", faststart])
+    data = faststart.read_bytes()
+    files["cut_faststart"] = media / "cut_faststart.mp4"
+    files["cut_faststart"].write_bytes(data[: len(data) // 2])
+    # garbage written over frame data in the middle, the file length intact
+    corrupt = bytearray(data)
+    rng = np.random.default_rng(1)
+    for offset in range(len(corrupt) // 8, len(corrupt) - 2000, 7000):
+        corrupt[offset : offset + 500] = rng.integers(0, 256, 500, dtype=np.uint8).tobytes()
+    files["corrupt_middle"] = media / "corrupt_middle.mp4"
+    files["corrupt_middle"].write_bytes(bytes(corrupt))
+    return files
+
+
+BAD_CASES = [
+    ("missing", "unreadable"),
+    ("directory", "unreadable"),
+    ("empty", "empty_file"),
+    ("text", "not_video"),
+    ("random", "not_video"),
+    ("audio", "no_video_stream"),
+    ("cut_moov_end", "truncated"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,code", BAD_CASES)
+def test_bad_input_gets_its_error_code(bad_inputs, name, code, backend):
+    assert code in ERROR_CODES
+    with pytest.raises(DecodeError) as probed:
+        probe(bad_inputs[name])
+    assert probed.value.code == code and str(bad_inputs[name].name) in probed.value.message
+    with pytest.raises(DecodeError) as decoded:
+        list(iter_frames(bad_inputs[name], backend=backend))
+    assert decoded.value.code == code
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_a_faststart_mp4_yields_its_frames_then_truncated(bad_inputs, backend):
+    path = bad_inputs["cut_faststart"]
+    assert probe(path).n_frames == FFPP_FRAMES  # the header still promises every frame
+    indices = []
+    with pytest.raises(DecodeError) as raised:
+        for frame in iter_frames(path, backend=backend):
+            indices.append(frame.index)
+    assert raised.value.code == "truncated"
+    assert 50 < len(indices) < FFPP_FRAMES and indices == list(range(len(indices)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_corrupt_data_mid_stream_is_a_decode_error(bad_inputs, backend):
+    with pytest.raises(DecodeError) as raised:
+        list(iter_frames(bad_inputs["corrupt_middle"], backend=backend))
+    assert raised.value.code == "decode_error"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_permissions(media, real_video):
+    path = media / "locked.mp4"
+    path.write_bytes(real_video.read_bytes())
+    path.chmod(0)
+    with pytest.raises(DecodeError) as raised:
+        probe(path)
+    assert raised.value.code == "unreadable"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_pixels_too_large(real_video, backend):
+    with pytest.raises(DecodeError) as raised:
+        iter_frames(real_video, backend=backend, max_pixels=1280 * 720 - 1)
+    assert raised.value.code == "too_large"
+    assert next(iter_frames(real_video, Sampling(count=1), backend, max_pixels=1280 * 720)).index == 0
+
+
+def test_a_still_photo_is_not_a_video(faces_dir):
+    photo = sorted(faces_dir.glob("*.jpg"))[0]
+    with pytest.raises(DecodeError) as raised:
+        probe(photo)
+    assert raised.value.code == "not_video"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_frame_video(media, backend):
+    path = media / "one_frame.mp4"
+    if not path.exists():
+        render_clip(path, n_frames=1, width=320, height=240)
+    info = probe(path)
+    assert info.n_frames == 1
+    for sampling in (Sampling(), Sampling(count=5), Sampling(fps=1.0), Sampling(every=4)):
+        frames = list(iter_frames(path, sampling, backend))
+        assert [(f.index, f.timestamp, f.image.shape) for f in frames] == [(0, 0.0, (240, 320, 3))]
