@@ -104,7 +104,8 @@ def write_video(
     Frames are piped to ffmpeg as they come, so memory holds one frame. `crf` is x264's
     constant rate factor (see `QUALITY_CRF`: 0 lossless, 23 FF++ c23, 40 FF++ c40).
     `audio_from` copies the first audio track of another file (e.g. the source video of
-    a fake), re-encoded to AAC and cut to the video's length; a file without audio is fine.
+    a fake), re-encoded to AAC; a file without audio is fine. Every frame is kept even when
+    the audio is shorter.
     `preset` trades encoding speed for size (x264/x265 only).
     """
     path = Path(path)
@@ -122,7 +123,9 @@ def write_video(
     with atomic_output(path) as tmp:
         args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", _rate(fps), "-i", "pipe:0"]
         if audio_from is not None:
-            args += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", "aac", "-shortest"]
+            # no -shortest: with buffered audio it drops the last video frames, and a fake
+            # must keep its source's frame count
+            args += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", "aac"]
         args += ["-c:v", codec, "-pix_fmt", pix_fmt]
         if codec in ("libx264", "libx265"):
             args += ["-crf", str(int(crf)), "-preset", preset]
@@ -169,14 +172,19 @@ def set_rotation(src: str | Path, dst: str | Path, rotation: int) -> Path:
     return Path(dst)
 
 
-def add_sine_audio(src: str | Path, dst: str | Path, frequency: float = 440.0) -> Path:
-    """Copy `src`'s video to `dst` with a sine-tone AAC track as long as the video."""
+def add_sine_audio(src: str | Path, dst: str | Path, frequency: float = 440.0, seconds: float | None = None) -> Path:
+    """Copy `src`'s video to `dst` with a sine-tone AAC track (`seconds` long, default
+    the video's duration; not `-shortest`, which can drop the last video frames)."""
+    if seconds is None:
+        from dfpipe.pipeline.decode import probe
+
+        seconds = probe(src).duration
     with atomic_output(dst) as tmp:
         run_ffmpeg(
             [
                 "-i", str(src),
-                "-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate=44100",
-                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-shortest", str(tmp),
+                "-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate=44100:duration={seconds:.3f}",
+                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", str(tmp),
             ]
         )  # fmt: skip
     return Path(dst)
