@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -107,7 +106,7 @@ def test_resnet50_variant_has_pytorch_retinaface_keys(mobilenet):
     assert keys["fpn.output3.0.weight"].shape == (256, 2048, 1, 1)
     assert keys["ssh1.conv3X3.0.weight"].shape == (128, 256, 3, 3)
     assert keys["LandmarkHead.0.conv1x1.weight"].shape == (20, 256, 1, 1)
-    slopes = {m.negative_slope for n, m in model.named_modules() if isinstance(m, torch.nn.LeakyReLU)}
+    slopes = {m.negative_slope for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)}
     assert slopes == {0.0}
     # its own state dict round-trips strictly, and a forward pass matches the priors
     create_model("retinaface_resnet50").load_state_dict(keys, strict=True)
@@ -117,7 +116,7 @@ def test_resnet50_variant_has_pytorch_retinaface_keys(mobilenet):
 
 
 def test_mobilenet_neck_uses_slope_01(mobilenet):
-    slopes = {m.negative_slope for n, m in mobilenet.named_modules() if isinstance(m, torch.nn.LeakyReLU)}
+    slopes = {m.negative_slope for m in mobilenet.modules() if isinstance(m, torch.nn.LeakyReLU)}
     assert slopes == {0.1}
 
 

@@ -1,8 +1,8 @@
 """RetinaFace (Deng et al. 2019) with the module tree of the public Pytorch_Retinaface code.
 
 The tree is written here so the published state dicts (`mobilenet0.25_Final.pth`,
-`Resnet50_Final.pth`) load with `strict=True`; `docs`-level facts (priors, decoding, input
-normalisation) follow `specs/faces.md`. One class serves both backbones through
+`Resnet50_Final.pth`) load with `strict=True`; priors, decoding and input
+normalisation follow the project spec (`specs/faces.md`). One class serves both backbones through
 `RetinaFaceConfig`. The model works in *network-input* pixels; resizing frames and mapping
 results back to the caller's image is the job of `dfpipe.pipeline.detect`.
 """
