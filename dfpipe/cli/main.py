@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "dfpipe.cli.quality",
     "dfpipe.cli.train",
     "dfpipe.cli.synthesize",
+    "dfpipe.cli.harmonizer",
 ]
 
 
