@@ -1,0 +1,93 @@
+"""Decode throughput of the PyAV and decord backends, every frame and every 10th frame.
+
+Clips: the shared FF++ c23 video (1280x720, 309 frames) and a 1080p real-face clip made
+with `render_clip` (astronaut + Grace Hopper, 150 frames, x264 CRF 23). Each repetition
+runs every backend back to back (interleaved, so machine load hits them alike); the
+figures are medians over repetitions, and the ratio is taken within each repetition.
+Throughput counts *video* frames covered per second (so sampling shows its saving), and
+peak RSS growth is measured during the pass.
+
+    .venv/bin/python bench/decode.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from dfpipe.media.faceclips import render_clip
+from dfpipe.pipeline import decode
+from dfpipe.pipeline.decode import Sampling, iter_frames, probe
+
+SHARED_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "ffpp_real_004.mp4"
+
+# name -> (backend, decord thread count); "decord-auto" shows why dfpipe pins one thread
+BACKENDS = {"pyav": ("pyav", None), "decord": ("decord", 1), "decord-auto": ("decord", 0)}
+
+
+def one_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int, int]:
+    """Seconds, frames yielded and peak RSS growth (bytes) for one full pass."""
+    backend, threads = BACKENDS[name]
+    if threads is not None:
+        decode._DECORD_THREADS = threads
+    process = psutil.Process()
+    start_rss = peak = process.memory_info().rss
+    start = time.perf_counter()
+    n = 0
+    for _ in iter_frames(path, sampling, backend):
+        n += 1
+        if n % 8 == 0:
+            peak = max(peak, process.memory_info().rss)
+    seconds = time.perf_counter() - start
+    decode._DECORD_THREADS = 1
+    return seconds, n, max(peak, process.memory_info().rss) - start_rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--frames-1080p", type=int, default=150)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = render_clip(
+            Path(tmp) / "faces_1080p.mp4", n_frames=args.frames_1080p, width=1920, height=1080,
+            faces=("astronaut", "grace_hopper"), preset="veryfast",
+        )  # fmt: skip
+        clips = {"720p FF++ (309 fr)": SHARED_VIDEO, f"1080p faces ({args.frames_1080p} fr)": clip}
+        samplings = {"every frame": Sampling(), "every 10th": Sampling(every=10)}
+        print("| clip | sampling | backend | video frames/s | vs pyav | frames out | peak RSS growth |")
+        print("|---|---|---|---|---|---|---|")
+        for clip_name, path in clips.items():
+            n_video = probe(path).n_frames
+            for sampling_name, sampling in samplings.items():
+                times: dict[str, list[float]] = {b: [] for b in BACKENDS}
+                ratios: dict[str, list[float]] = {b: [] for b in BACKENDS}
+                rss: dict[str, int] = {b: 0 for b in BACKENDS}
+                outs: dict[str, int] = {}
+                for _ in range(args.repeats):
+                    run = {}
+                    for name in BACKENDS:
+                        seconds, n_out, grew = one_pass(path, sampling, name)
+                        run[name] = seconds
+                        outs[name] = n_out
+                        rss[name] = max(rss[name], grew)
+                        times[name].append(seconds)
+                    for name in BACKENDS:
+                        ratios[name].append(run["pyav"] / run[name])  # > 1: faster than pyav
+                for name in BACKENDS:
+                    fps = n_video / statistics.median(times[name])
+                    print(
+                        f"| {clip_name} | {sampling_name} | {name} | {fps:.1f} | "
+                        f"{statistics.median(ratios[name]):.2f}x | {outs[name]} | {rss[name] / 2**20:.0f} MiB |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
