@@ -400,6 +400,9 @@ def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, thread
     root = Path(root)
     faces_dir = root / "faces"
     faces_dir.mkdir(parents=True, exist_ok=True)
+    for table in ("faces", "videos"):  # leftovers of a killed run on this video
+        for stale in (root / table).glob(f".tmp-*{job.video_id}.parquet"):
+            stale.unlink(missing_ok=True)
     tmp = faces_dir / f".tmp-{uuid.uuid4().hex}-{job.video_id}.parquet"
     source_faces = _load_source_faces(job, root)
     writer = pq.ParquetWriter(tmp, FACES_SCHEMA, compression="zstd")
