@@ -156,8 +156,7 @@ def select_tracks(track_stats: dict[int, tuple[int, float]], keep: str, max_trac
     """
     eligible = {t: s for t, s in track_stats.items() if s[0] >= min_track_len}
     if keep == "all":
-        chosen = sorted(eligible)
-        return set(chosen[:max_tracks] if max_tracks else chosen)
+        return set(eligible)
     if keep == "largest":
         ranked = sorted(eligible, key=lambda t: (-eligible[t][1], t))
         return set(ranked[: max_tracks or 1])
