@@ -64,9 +64,11 @@ class VGGFeatures(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from torchvision.models import vgg16
+        from torchvision.models.vgg import cfgs, make_layers
 
-        self.features = vgg16(weights=None).features[: VGG_SLICES[-1][1]]
+        # torchvision's own VGG-16 conv layers (same module indices as `vgg16().features`),
+        # without building the 120M-parameter classifier we would throw away
+        self.features = make_layers(cfgs["D"])[: VGG_SLICES[-1][1]]
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
