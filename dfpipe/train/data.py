@@ -199,19 +199,17 @@ def shuffle_buffer(items: np.ndarray, size: int, rng: np.random.Generator) -> np
     return out
 
 
-def round_robin_skips(batch_counts: Sequence[int], skip: int) -> list[int]:
-    """How many of its first batches each DataLoader worker contributed to the first
-    `skip` batches (the loader takes one batch per worker in turn, dropping exhausted ones)."""
-    taken = [0] * len(batch_counts)
-    left = skip
-    while left > 0 and any(t < c for t, c in zip(taken, batch_counts)):
-        for w, c in enumerate(batch_counts):
-            if left == 0:
-                break
-            if taken[w] < c:
-                taken[w] += 1
-                left -= 1
-    return taken
+def round_robin_order(batch_counts: Sequence[int]) -> list[int]:
+    """Which DataLoader worker each batch of an epoch comes from: one batch per worker in
+    turn, exhausted workers dropping out of the cycle."""
+    order: list[int] = []
+    left = list(batch_counts)
+    while any(left):
+        for w, n in enumerate(left):
+            if n:
+                order.append(w)
+                left[w] -= 1
+    return order
 
 
 @dataclass
@@ -307,10 +305,15 @@ class FaceStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # After skipping k batches the loader starts its cycle at worker 0 again, so worker
+        # ids are rotated to make worker 0 play the shard that produced batch k.
         counts = [-(-len(c) // self.batch_size) for c in np.array_split(self.rank_rows(), n_workers)]
-        skip = round_robin_skips(counts, self.skip_batches)[worker] * self.batch_size
-        rows = self.shard_rows(worker, n_workers)
-        yield from self._read(rows, start=skip, worker=worker)
+        order = round_robin_order(counts)
+        k = min(self.skip_batches, len(order))
+        first = order[k] if k < len(order) else 0
+        shard = (worker + first) % n_workers
+        skip = order[:k].count(shard) * self.batch_size
+        yield from self._read(self.shard_rows(shard, n_workers), start=skip, worker=shard)
 
     def _read(self, rows: np.ndarray, start: int, worker: int) -> Iterator[dict]:
         todo = rows[start:]
