@@ -171,3 +171,10 @@ def make_demo_videos(out_dir: str | Path) -> list[Path]:
 
 
 __all__ = ["DEMO_CLIPS", "FACE_PHOTOS", "camera_frames", "compose_photos", "face_photo", "make_demo_videos", "render_clip"]
+
+
+if __name__ == "__main__":  # python -m dfpipe.media.faceclips OUT_DIR
+    import sys
+
+    for made in make_demo_videos(sys.argv[1] if len(sys.argv) > 1 else "demo_videos"):
+        print(made)

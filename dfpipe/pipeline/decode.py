@@ -6,15 +6,16 @@ The contract (docs/architecture.md): `probe(path) -> VideoInfo` and
 stage can write an error row instead of a traceback.
 
 Memory is bounded by one frame whatever the video length: frames are streamed from the
-decoder, and frames that the sampling skips are never converted to RGB (the conversion
-costs about as much as decoding, so skipping it is what makes `every=10` cheap).
+decoder. Frames the sampling skips are still decoded (H.264 frames depend on each other)
+but never converted to RGB, which nearly doubles throughput at `every=10` on the FF++ clip.
 
 Backends. `pyav` (required) and `decord` (optional extra) both wrap FFmpeg and give the
-same pixels. `auto` means PyAV: bench/decode.py (docs/benchmarks.md) measured the two
-within a few percent of each other at every frame and with sampling, so speed does not
-decide; PyAV is always installed, streams with memory bounded by one frame, and reads
-files decord refuses (a half-copied MP4). `backend="decord"` falls back to PyAV, with a
-warning, for a file decord cannot open, so both backends report the same error codes.
+same pixels. `auto` means PyAV, by benchmark (bench/decode.py, docs/benchmarks.md): decord
+ran at 0.77x PyAV's speed on the 720p FF++ clip and 0.35x on a 1080p clip decoding every
+frame, and 0.93-0.97x with every 10th frame; PyAV also kept RSS growth to a few MiB where
+decord's frame pool took 50-110 MiB, is always installed, and reads files decord refuses
+(a half-copied MP4). `backend="decord"` falls back to PyAV, with a warning, for a file
+decord cannot open, so both backends report the same error codes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ Backend = Literal["pyav", "decord", "auto"]
 BACKENDS = ("pyav", "decord", "auto")
 
 # Image formats FFmpeg opens as a one-frame "video": a still photo is not a video here.
-_STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe"}
+_STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
 # A shortfall of more than this many frames (or this fraction) against an exact container
 # frame count means the file stopped early; smaller gaps are normal encoder slack.
 _TRUNCATION_SLACK_FRAMES = 2
@@ -95,8 +96,9 @@ class Sampling:
     - `every=N`: frames 0, N, 2N, ...
     - `count=N`: N frames spread evenly from the first to the last frame (fewer when
       the video is shorter).
-    - `fps=R`: about R frames per second of video, by timestamp (the first frame at or
-      after each multiple of 1/R s); a rate at or above the video's keeps every frame.
+    - `fps=R`: about R frames per second of video, by timestamp: for each multiple of
+      1/R s, the first frame no more than half a frame before it (so 25 fps at R=5 keeps
+      0, 5, 10, ...); a rate at or above the video's keeps every frame.
     """
 
     every: int | None = None
