@@ -27,6 +27,7 @@ from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.align import invert_matrix, warp_crop
 from dfpipe.pipeline.imagecodec import decode_image, decode_mask
 from dfpipe.pipeline.quality.ewarp import DIS_PRESETS, FlowEstimator, ewarp_pair
+from dfpipe.pipeline.quality.frames import frames_at
 from dfpipe.pipeline.quality.ssim import binary_mask, mask_ssim, ssim
 from dfpipe.pipeline.quality.tables import (
     FRAMES_TABLE,
@@ -138,27 +139,13 @@ def _score_images(items: list[Item], config: QualityConfig) -> list[dict[str, An
 # ----------------------------------------------------------------------------- frames
 
 
-def _frames_at(path: Path, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB frame) for the wanted indices, streamed (never the whole video)."""
-    from dfpipe.pipeline.decode import iter_frames
-
-    if not wanted:
-        return
-    last = max(wanted)
-    for frame in iter_frames(path):
-        if frame.index in wanted:
-            yield frame.index, frame.image
-        if frame.index >= last:
-            return
-
-
 def _paired_frames(path: Path, source: Path | None, wanted: set[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-    own = _frames_at(path, wanted)
+    own = frames_at(path, wanted)
     if source is None:
         for index, image in own:
             yield index, image, None
         return
-    theirs = _frames_at(source, wanted)
+    theirs = frames_at(source, wanted)
     for (index, image), (s_index, s_image) in zip(own, theirs):
         if index != s_index or s_image.shape != image.shape:
             raise PairMismatch(f"frame {index} of the video and frame {s_index} of its source differ in size or timing")
