@@ -69,13 +69,15 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=None, help="model input (default: the tiny config's)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--lr", nargs="*", default=[], metavar="MODEL=LR",
+                    help="learning rate per model (default: each model's recipe)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-end", type=int, default=200)
     ap.add_argument("--test-start", type=int, default=230)
     args = ap.parse_args()
 
+    lrs = {k: float(v) for k, v in (item.split("=", 1) for item in args.lr)}
     from dfpipe.train.data import load_index
     from dfpipe.train.evaluate import evaluate
     from dfpipe.train.trainer import train
@@ -89,12 +91,13 @@ def main() -> None:
         run = args.out / f"run-{name}"
         cfg = {"input_size": args.input_size} if args.input_size else None
         t0 = time.perf_counter()
-        summary = train(ds, model=name, tiny=True, out=run, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                        workers=args.workers, seed=args.seed, model_cfg=cfg, pretrained=False, progress=False)
+        summary = train(ds, model=name, tiny=True, out=run, epochs=args.epochs, batch=args.batch, lr=lrs.get(name),
+                        workers=args.workers, seed=args.seed, model_cfg=cfg, pretrained=False, progress=False,
+                        overwrite=True)
         seconds = time.perf_counter() - t0
         test = evaluate(run / "best.pt", ds, split="test", report=run / "eval", workers=0, progress=False)
         row = {
-            "model": name, "params": summary["num_params"], "epochs": summary["epochs"], "train_s": round(seconds, 1),
+            "model": name, "lr": lrs.get(name), "params": summary["num_params"], "epochs": summary["epochs"], "train_s": round(seconds, 1),
             "best_epoch": summary["best"]["epoch"], "val_auc": summary["best"]["auc"],
             "test_auc": test["frame"]["auc"], "test_acc": test["frame"]["acc"], "test_eer": test["frame"]["eer"],
             "test_ap": test["frame"]["ap"], "n_test": test["n_faces"],

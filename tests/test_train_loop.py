@@ -82,6 +82,10 @@ def test_bad_arguments_fail_before_work(clip_ds, tmp_path):
         train(clip_ds, model="m2tr", tiny=True, out=tmp_path / "none", resume=True, progress=False)
     with pytest.raises(TrainError, match="--optimizer"):
         train(clip_ds, model="mat", tiny=True, out=tmp_path, optimizer="lion", progress=False)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "last.pt").write_bytes(b"a previous run")
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(clip_ds, model="m2tr", tiny=True, out=tmp_path / "old", progress=False)
     with pytest.raises(ValueError, match="unknown model"):
         train(clip_ds, model="xception", out=tmp_path / "x", epochs=1, progress=False, workers=0)
 

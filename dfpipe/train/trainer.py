@@ -526,6 +526,7 @@ def train(
     device: str | None = None,
     gpus: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     balance: bool = True,
     buffer: int = 512,
     max_steps: int | None = None,
@@ -554,6 +555,12 @@ def train(
     cfg.check()
     if resume and not (Path(out) / "last.pt").is_file():
         raise TrainError(f"--resume: {Path(out) / 'last.pt'} does not exist")
+    if not resume and (Path(out) / "last.pt").is_file():
+        if not overwrite:
+            raise TrainError(f"{out} already holds a run (last.pt): continue it with --resume, "
+                             "start over with --overwrite, or choose another --out")
+        for name in ("last.pt", "best.pt", "metrics.csv", "steps.csv"):
+            (Path(out) / name).unlink(missing_ok=True)
     cfg_dict = asdict(cfg)
     if gpus is not None and gpus > 1 and "WORLD_SIZE" not in os.environ:
         if torch.cuda.is_available() and torch.cuda.device_count() < gpus:
