@@ -54,6 +54,10 @@ def sources(every: int) -> dict[str, list[tuple[int, np.ndarray]]]:
     return out
 
 
+#: held out for validation (split=val): a group photo and three single portraits
+VAL_SOURCES = ("fd1mb_kids_group", "astronaut", "fr_rose_leslie2", "fr_obama_small")
+
+
 def build_faces(root: Path, size: int = 256, every: int = 10, min_face: int = 40) -> int:
     """Detect, align and write `root/faces/` (one part per source); returns the face count."""
     detector = FaceDetector(weights=SHARED / "weights" / "retinaface" / "mobilenet0.25_Final.pth", max_side=1024)
@@ -73,6 +77,7 @@ def build_faces(root: Path, size: int = 256, every: int = 10, min_face: int = 40
                     "x2": float(x2), "y2": float(y2), "landmarks": det.landmarks[k].reshape(-1).tolist(),
                     "matrix": matrix.reshape(-1).tolist(), "crop": "align", "size": size, "image_format": "png",
                     "image": encode_image(warp_crop(frame, matrix, size)), "label": "real",
+                    "split": "val" if name in VAL_SOURCES else "train",
                 })
         if rows:
             write_rows(root, "faces", video_id, rows, FACES_SCHEMA)

@@ -210,15 +210,18 @@ class HarmonizationDataset(Dataset):
     """Composite / mask / real triples at `size` x `size`.
 
     `train=True` draws a fresh composite every epoch (random reference face, transfer,
-    mask region, flip, soft edge); `train=False` fixes one composite per face (seeded by
-    its index) so validation figures are comparable across epochs and runs.
+    mask region, flip, soft edge, and a lighting change of the whole crop so a small set
+    of faces still shows the network many frames); `train=False` fixes `repeats`
+    composites per face (seeded by position) so validation figures are comparable across
+    epochs and runs.
     """
 
     def __init__(self, items: list[FaceItem], indices: list[int], size: int, train: bool, seed: int = 0,
-                 references: list[int] | None = None, cache_bytes: int = 1 << 30) -> None:
+                 references: list[int] | None = None, repeats: int = 1, cache_bytes: int = 1 << 30) -> None:
         if not indices:
             raise HarmonizerDataError("no faces in this split")
         self.items, self.indices, self.size, self.train, self.seed = items, list(indices), size, train, seed
+        self.repeats = max(1, int(repeats))
         # colour references: other faces of the same split (validation never borrows train colours)
         self.references = list(references) if references is not None else list(indices)
         self.epoch = 0
@@ -229,7 +232,7 @@ class HarmonizationDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) * self.repeats
 
     def face(self, k: int, region: str = "full") -> tuple[np.ndarray, np.ndarray]:
         """Crop `k` and its mask resized to the training size (uint8 RGB, uint8 mask)."""
@@ -257,7 +260,7 @@ class HarmonizationDataset(Dataset):
         return pool[int(rng.integers(len(pool)))]
 
     def sample(self, i: int) -> dict:
-        k = self.indices[i]
+        k = self.indices[i % len(self.indices)]
         epoch = self.epoch if self.train else 0
         rng = np.random.default_rng([self.seed, epoch, i, int(self.train)])
         region = REGIONS[int(rng.integers(len(REGIONS)))] if self.train else "full"
@@ -265,8 +268,10 @@ class HarmonizationDataset(Dataset):
         ref_k = self._reference(k, rng)
         ref, ref_mask = self.face(ref_k, "full")
         mode = TRANSFERS[int(rng.integers(len(TRANSFERS)))]
-        if self.train and rng.random() < 0.5:
-            real, mask = real[:, ::-1], mask[:, ::-1]
+        if self.train:
+            if rng.random() < 0.5:
+                real, mask = real[:, ::-1], mask[:, ::-1]
+            real = np.clip(np.rint(bcg(real.reshape(-1, 3), rng)), 0, 255).astype(np.uint8).reshape(real.shape)
         hard = np.where(mask > 127, 255, 0).astype(np.uint8)
         if self.train and rng.random() < 0.5:  # soft edges, like blending masks at inference
             k_size = 2 * int(rng.integers(1, max(2, self.size // 32))) + 1
