@@ -106,8 +106,8 @@ class MultiScaleAttention(nn.Module):
         outs = []
         for (ph, pw), qh, kh, vh in zip(self.patches, q.chunk(self.heads, 1), k.chunk(self.heads, 1),
                                         v.chunk(self.heads, 1)):
-            o = F.scaled_dot_product_attention(self._tokens(qh, ph, pw), self._tokens(kh, ph, pw),
-                                               self._tokens(vh, ph, pw))  # scale 1/sqrt(r*r*C/h)
+            qt, kt, vt = (self._tokens(t, ph, pw)[:, None] for t in (qh, kh, vh))
+            o = F.scaled_dot_product_attention(qt, kt, vt)[:, 0]  # scale 1/sqrt(r*r*C/h)
             ch = c // self.heads
             o = o.view(b, h // ph, w // pw, ch, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, ch, h, w)
             outs.append(o)
@@ -170,12 +170,15 @@ class CrossModalityFusion(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.plain:
             return torch.softmax(q @ k.transpose(-2, -1) / self.scale, dim=-1) @ v
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0 / self.scale)
+        # 4-D (B, 1, N, C): PyTorch's fused CPU kernel only takes batched-heads input; 3-D
+        # falls back to the math path, which materialises the N x N matrix
+        return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0 / self.scale)[:, 0]
 
     def forward(self, fs: torch.Tensor, fmt: torch.Tensor, ffq: torch.Tensor) -> torch.Tensor:
         b, c, h, w = fs.shape
-        q = self.q(fs).flatten(2).transpose(1, 2)  # (B, HW, C)
-        k, v = (t.flatten(2).transpose(1, 2) for t in self.kv(ffq).chunk(2, dim=1))
+        # (B, HW, C), contiguous: a strided last dim also sends SDPA to the math path
+        q = self.q(fs).flatten(2).transpose(1, 2).contiguous()
+        k, v = (t.flatten(2).transpose(1, 2).contiguous() for t in self.kv(ffq).chunk(2, dim=1))
         fuse = self.attend(q, k, v).transpose(1, 2).reshape(b, c, h, w)
         return self.out(fs + fmt + fuse)
 
