@@ -6,8 +6,10 @@ the ffmpeg binary's own decode (which applies rotation metadata itself).
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -108,6 +110,24 @@ def test_backends_agree_on_pixels(real_video):
     for a, b in zip(pyav, decord):
         assert mean_abs_diff(a.image, b.image) < 1.0
         assert np.percentile(np.abs(a.image.astype(np.int16) - b.image), 99) <= 4
+
+
+def test_fps_sampling_at_a_rate_that_does_not_divide(real_video):
+    """10 fps from 25 fps: for each 0.1 s step, the first frame at most half a frame early."""
+    indices = [f.index for f in iter_frames(real_video, Sampling(fps=10.0), "pyav")]
+    step = FFPP_FPS / 10.0
+    expected = [math.ceil(k * step - 0.5) for k in range(int((FFPP_FRAMES - 0.5) / step) + 1)]
+    assert indices == [i for i in expected if i < FFPP_FRAMES]
+    assert indices[:7] == [0, 2, 5, 7, 10, 12, 15]
+    gaps = np.diff(indices)
+    assert set(gaps) == {2, 3}
+
+
+def test_missing_decord_is_a_clear_import_error(real_video, monkeypatch):
+    monkeypatch.setitem(sys.modules, "decord", None)  # what an install without decord sees
+    with pytest.raises(ImportError, match="pip install"):
+        iter_frames(real_video, backend="decord")
+    assert next(iter_frames(real_video, Sampling(count=1), "auto")).index == 0
 
 
 def test_unknown_backend_is_a_value_error(real_video):

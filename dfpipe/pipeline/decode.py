@@ -141,7 +141,7 @@ class _Selector:
         # Half a source frame of tolerance so 25 fps -> 5 fps keeps 0, 5, 10, ... despite
         # timestamps being rounded to the stream's time base.
         self._eps = 0.5 / fps if fps > 0 else 1e-3
-        self._next_t = 0.0
+        self._k = 0  # the next multiple of 1/fps still waiting for a frame
 
     def take(self, index: int, timestamp: float) -> bool:
         s = self.sampling
@@ -153,10 +153,10 @@ class _Selector:
         if s.every is not None:
             return index % s.every == 0
         if s.fps is not None:
-            if timestamp + self._eps >= self._next_t:
-                step = 1.0 / s.fps
-                while self._next_t <= timestamp + self._eps:
-                    self._next_t += step
+            # k / fps, not a running sum: summed steps drift and flip ties at half a frame
+            if timestamp + self._eps >= self._k / s.fps - 1e-9:
+                while self._k / s.fps - 1e-9 <= timestamp + self._eps:
+                    self._k += 1
                 return True
             return False
         return True
