@@ -187,7 +187,7 @@ def test_memory_stays_bounded_on_a_long_1080p_clip(media, backend):
 
 
 @pytest.fixture(scope="session")
-def bad_inputs(media, real_video):
+def bad_inputs(media, real_video, faces_dir):
     """One file per error code (the code is the key)."""
     files = {}
     files["missing"] = media / "missing.mp4"
@@ -200,6 +200,7 @@ def bad_inputs(media, real_video):
     files["random"] = media / "noise.avi"
     files["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     files["audio"] = make_audio_only(media / "tone.m4a", seconds=1.0)
+    files["audio_with_cover"] = make_audio_only(media / "song.m4a", seconds=1.0, cover=sorted(faces_dir.glob("*.jpg"))[0])
     # an FF++ mp4 has its index (moov) at the end: half of it has none
     data = real_video.read_bytes()
     files["cut_moov_end"] = media / "cut_moov_end.mp4"
@@ -227,6 +228,7 @@ BAD_CASES = [
     ("text", "not_video"),
     ("random", "not_video"),
     ("audio", "no_video_stream"),
+    ("audio_with_cover", "no_video_stream"),
     ("cut_moov_end", "truncated"),
 ]
 

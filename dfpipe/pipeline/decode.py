@@ -221,7 +221,8 @@ def _open(path: Path):
             raise DecodeError("not_video", f"{path}: a still image ({container.format.name}), not a video")
         streams = [s for s in container.streams.video if not s.disposition & _attached_pic()]
         if not streams:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            kinds = sorted({"cover art" if s.disposition & _attached_pic() else s.type for s in container.streams})
+            kinds = kinds or ["nothing"]
             raise DecodeError("no_video_stream", f"{path}: no video stream (holds {', '.join(kinds)})")
     except BaseException:
         container.close()
