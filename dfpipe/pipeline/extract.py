@@ -77,6 +77,10 @@ class ExtractConfig:
         self.sampling()  # validates every / count / fps
         if self.crop not in CROPS:
             raise ValueError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        from dfpipe.pipeline.detect import DETECTOR_MODELS
+
+        if self.detector not in DETECTOR_MODELS:
+            raise ValueError(f"--detector must be one of {', '.join(DETECTOR_MODELS)}, got {self.detector!r}")
         if self.keep not in KEEP_MODES:
             raise ValueError(f"--keep must be one of {', '.join(KEEP_MODES)}, got {self.keep!r}")
         if self.image_format not in IMAGE_FORMATS:

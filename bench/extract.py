@@ -1,0 +1,182 @@
+"""Extract benchmark: (a) decode, (b) detector, (c) full extract on 720p and 1080p;
+(d) 2 workers vs 1 on several videos; (e) peak memory per worker vs video length.
+
+    .venv/bin/python bench/extract.py [--repeats 3] [--skip-long]
+
+Prints a table per part; figures go to docs/benchmarks.md. Targets (issue 2):
+(c) <= 1.3 x (a + b); (d) speed-up >= 1.7; (e) flat in video length, < 2 GiB for a
+10-minute 1080p video. Everything is measured in this one run, median of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))
+os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_videos(work: Path, skip_long: bool) -> dict[str, Path]:
+    from dfpipe.media.faceclips import render_clip
+    from dfpipe.pipeline.videoio import run_ffmpeg
+
+    vids = {"720p": SHARED / "data" / "videos" / "ffpp_real_004.mp4"}
+    vids["1080p"] = render_clip(work / "faces_1080p.mp4", n_frames=250, width=1920, height=1080,
+                                faces=("astronaut", "grace_hopper"), pan=0.4)
+    if not skip_long:
+        one_min = render_clip(work / "faces_1080p_1min.mp4", n_frames=1500, width=1920, height=1080,
+                              faces=("astronaut",), preset="ultrafast")
+        vids["1080p_1min"] = one_min
+        vids["1080p_10min"] = work / "faces_1080p_10min.mp4"
+        run_ffmpeg(["-y", "-loglevel", "error", "-stream_loop", "9", "-i", str(one_min), "-c", "copy", str(vids["1080p_10min"])])
+    return vids
+
+
+def part_abc(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
+    """Decode alone, detector alone, full extract; one process, 2 torch threads."""
+    import torch
+
+    from dfpipe.pipeline.decode import Sampling, iter_frames
+    from dfpipe.pipeline.detect import load_detector
+    from dfpipe.pipeline.extract import ExtractConfig, VideoJob, extract_video, video_content_id
+
+    torch.set_num_threads(2)
+    config = ExtractConfig(every=every)
+    detector = load_detector(config.detector, None, "cpu", config.max_side, config.score_threshold,
+                             config.nms_threshold, config.batch_size)
+    rows = []
+    for name in ("720p", "1080p"):
+        path = videos[name]
+        sampling = Sampling(every=every)
+        decode = _median_time(lambda: sum(1 for _ in iter_frames(path, sampling)), repeats)
+        decode_all_rgb = _median_time(lambda: sum(1 for _ in iter_frames(path, Sampling())), 1)
+        frames = [f.image for f in iter_frames(path, sampling)]
+
+        def detect_all():
+            for i in range(0, len(frames), config.batch_size):
+                detector.detect(frames[i : i + config.batch_size])
+
+        detect = _median_time(detect_all, repeats)
+
+        def full():
+            with tempfile.TemporaryDirectory() as out:
+                extract_video(VideoJob(path, video_content_id(path)), config, out)
+
+        extract = _median_time(full, repeats)
+        rows.append({"video": name, "frames_sampled": len(frames), "a_decode_s": decode,
+                     "a_decode_all_rgb_s": decode_all_rgb, "b_detect_s": detect, "c_extract_s": extract,
+                     "c_over_a_plus_b": extract / (decode + detect)})
+    return rows
+
+
+def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dict:
+    """Wall time of a 4-video run on a LocalCluster of 1 and of 2 workers (cluster start excluded)."""
+    from dfpipe.pipeline.extract import ExtractConfig, extract
+    from dfpipe.runtime.parallel import dask_client
+
+    inputs = work / "four"
+    inputs.mkdir(exist_ok=True)
+    for i in range(4):  # four distinct files (distinct content ids)
+        dst = inputs / f"v{i}.mp4"
+        if not dst.exists():
+            from dfpipe.pipeline.videoio import run_ffmpeg
+
+            run_ffmpeg(["-y", "-loglevel", "error", "-i", str(videos["720p"]), "-c", "copy",
+                        "-metadata", f"comment=copy{i}", str(dst)])
+    config = ExtractConfig(every=every)
+    result = {}
+    for workers in (1, 2):
+        times = []
+        for _ in range(repeats):
+            out = work / f"d_{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            with dask_client(workers) as client:
+                client.run(lambda: __import__("dfpipe.pipeline.detect"))  # warm imports, not timed
+                t0 = time.perf_counter()
+                _extract_with_client(extract, [inputs], out, config, client)
+                times.append(time.perf_counter() - t0)
+        result[f"{workers}_worker_s"] = statistics.median(times)
+    result["speedup"] = result["1_worker_s"] / result["2_worker_s"]
+    return result
+
+
+def _extract_with_client(extract, inputs, out, config, client):
+    """Run extract on an already started cluster (so start-up is not timed)."""
+    address = client.scheduler.address
+    summary = extract(inputs, out, config, scheduler=address, progress=False)
+    assert summary.n_ok == 4, summary
+
+
+def part_e(videos: dict[str, Path], every: int) -> list[dict]:
+    """Peak RSS of a serial extract process (what one Dask worker holds) per video length."""
+    rows = []
+    for name in ("1080p", "1080p_1min", "1080p_10min"):
+        if name not in videos:
+            continue
+        code = (
+            "import resource, sys, tempfile, time;"
+            "from dfpipe.pipeline.extract import *;"
+            "import torch; torch.set_num_threads(1);"
+            f"p = sys.argv[1]; t0 = time.perf_counter();"
+            f"r = extract_video(VideoJob(__import__('pathlib').Path(p), video_content_id(p)), ExtractConfig(every={every}), tempfile.mkdtemp());"
+            "print(r['n_sampled'], r['n_faces'], time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        out = subprocess.run([sys.executable, "-c", code, str(videos[name])], capture_output=True, text=True, check=True)
+        n_sampled, n_faces, seconds, maxrss_kb = out.stdout.split()[-4:]
+        rows.append({"video": name, "sampled": int(n_sampled), "faces": int(n_faces), "seconds": float(seconds),
+                     "peak_rss_mib": int(maxrss_kb) / 1024})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--every-long", type=int, default=25, help="sampling for part (e): one frame a second")
+    parser.add_argument("--skip-long", action="store_true", help="skip the 1- and 10-minute videos of part (e)")
+    parser.add_argument("--parts", default="abcde")
+    args = parser.parse_args()
+    work = Path(os.environ.get("DFPIPE_BENCH_DIR", REPO / "bench_out" / "extract"))
+    work.mkdir(parents=True, exist_ok=True)
+    videos = make_videos(work, args.skip_long)
+    report = {"every": args.every, "repeats": args.repeats, "cpus": os.cpu_count()}
+    if set("abc") & set(args.parts):
+        report["abc"] = part_abc(videos, args.every, args.repeats)
+        for r in report["abc"]:
+            print(f"{r['video']}: sampled {r['frames_sampled']}  (a) decode {r['a_decode_s']:.2f}s "
+                  f"[all frames to RGB {r['a_decode_all_rgb_s']:.2f}s]  (b) detect {r['b_detect_s']:.2f}s  "
+                  f"(c) extract {r['c_extract_s']:.2f}s  (c)/(a+b) = {r['c_over_a_plus_b']:.2f}  (target <= 1.3)")
+    if "d" in args.parts:
+        report["d"] = part_d(videos, args.every, work, args.repeats)
+        d = report["d"]
+        print(f"(d) 4 videos: 1 worker {d['1_worker_s']:.1f}s, 2 workers {d['2_worker_s']:.1f}s, "
+              f"speed-up {d['speedup']:.2f} (target >= 1.7)")
+    if "e" in args.parts:
+        report["e"] = part_e(videos, args.every_long)
+        for r in report["e"]:
+            print(f"(e) {r['video']}: {r['sampled']} sampled frames, {r['faces']} faces, {r['seconds']:.0f}s, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB (target flat, < 2048)")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
