@@ -31,7 +31,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" --timeout 600
 
 bench: setup
-	$(PY) bench/extract.py
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache
