@@ -171,14 +171,16 @@ def test_memory_stays_bounded_on_a_long_1080p_clip(media, backend):
     path = media / "long_1080p.mp4"
     n_frames, frame_bytes = 200, 1920 * 1080 * 3
     if not path.exists():
-        render_clip(path, n_frames=n_frames, width=1920, height=1080, faces=("astronaut", "grace_hopper"), preset="ultrafast")
+        faces = ("astronaut", "grace_hopper")
+        render_clip(path, n_frames=n_frames, width=1920, height=1080, faces=faces, preset="ultrafast")
     process = psutil.Process()
     before = process.memory_info().rss
     rss = [process.memory_info().rss for _ in iter_frames(path, Sampling(), backend)]
     assert len(rss) == n_frames
     half = n_frames // 2
     # flat once the decoder is warm: the second 100 frames add at most a few frames' worth
-    assert max(rss[half:]) - max(rss[:half]) < 10 * frame_bytes, f"RSS crept up {(max(rss[half:]) - max(rss[:half])) >> 20} MiB"
+    creep = max(rss[half:]) - max(rss[:half])
+    assert creep < 10 * frame_bytes, f"RSS crept up {creep >> 20} MiB"
     # and far below holding the video (1.2 GB)
     assert max(rss) - before < n_frames // 3 * frame_bytes, f"RSS grew {(max(rss) - before) >> 20} MiB"
 
@@ -200,7 +202,8 @@ def bad_inputs(media, real_video, faces_dir):
     files["random"] = media / "noise.avi"
     files["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     files["audio"] = make_audio_only(media / "tone.m4a", seconds=1.0)
-    files["audio_with_cover"] = make_audio_only(media / "song.m4a", seconds=1.0, cover=sorted(faces_dir.glob("*.jpg"))[0])
+    cover = sorted(faces_dir.glob("*.jpg"))[0]
+    files["audio_with_cover"] = make_audio_only(media / "song.m4a", seconds=1.0, cover=cover)
     # an FF++ mp4 has its index (moov) at the end: half of it has none
     data = real_video.read_bytes()
     files["cut_moov_end"] = media / "cut_moov_end.mp4"

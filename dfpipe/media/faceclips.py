@@ -170,7 +170,15 @@ def make_demo_videos(out_dir: str | Path) -> list[Path]:
     return paths
 
 
-__all__ = ["DEMO_CLIPS", "FACE_PHOTOS", "camera_frames", "compose_photos", "face_photo", "make_demo_videos", "render_clip"]
+__all__ = [
+    "DEMO_CLIPS",
+    "FACE_PHOTOS",
+    "camera_frames",
+    "compose_photos",
+    "face_photo",
+    "make_demo_videos",
+    "render_clip",
+]
 
 
 if __name__ == "__main__":  # python -m dfpipe.media.faceclips OUT_DIR

@@ -114,7 +114,8 @@ class Sampling:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"sampling {name} must be a whole number >= 1, got {value!r}")
         if self.fps is not None:
-            if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not math.isfinite(self.fps) or self.fps <= 0:
+            number = isinstance(self.fps, (int, float)) and not isinstance(self.fps, bool)
+            if not number or not math.isfinite(self.fps) or self.fps <= 0:
                 raise ValueError(f"sampling fps must be a positive number, got {self.fps!r}")
 
     def describe(self) -> str:
@@ -345,7 +346,8 @@ def iter_frames(
     if max_pixels is not None and info.width * info.height > max_pixels:
         raise DecodeError(
             "too_large",
-            f"{path}: frames are {info.width}x{info.height} = {info.width * info.height} pixels, over max_pixels={max_pixels}",
+            f"{path}: frames are {info.width}x{info.height} = {info.width * info.height} pixels, "
+            f"over max_pixels={max_pixels}",
         )
     if backend == "decord":
         return _iter_decord(path, info, sampling, max_pixels)
@@ -372,9 +374,11 @@ def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int 
                         continue
                     if max_pixels is not None and frame.width * frame.height > max_pixels:
                         raise DecodeError(
-                            "too_large", f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}"
+                            "too_large",
+                            f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}",
                         )
-                    yield Frame(index=index, timestamp=ts, image=_upright(frame.to_ndarray(format="rgb24"), info.rotation))
+                    image = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
+                    yield Frame(index=index, timestamp=ts, image=image)
                     if selector.done():
                         return
         except av.error.FFmpegError as exc:
@@ -465,7 +469,9 @@ def _raise_broken(path: Path, n_decoded: int, exc: Exception, cut: bool) -> None
     if n_decoded == 0:
         raise DecodeError("truncated", f"{path}: no frame could be decoded ({detail})") from exc
     if cut:
-        raise DecodeError("truncated", f"{path}: the file ends inside frame data after frame {n_decoded - 1}; it was cut short") from exc
+        raise DecodeError(
+            "truncated", f"{path}: the file ends inside frame data after frame {n_decoded - 1}; it was cut short"
+        ) from exc
     raise DecodeError("decode_error", f"{path}: FFmpeg failed after frame {n_decoded - 1} ({detail})") from exc
 
 

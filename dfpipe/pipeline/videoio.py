@@ -190,7 +190,9 @@ def add_sine_audio(src: str | Path, dst: str | Path, frequency: float = 440.0, s
     return Path(dst)
 
 
-def make_audio_only(dst: str | Path, seconds: float = 1.0, frequency: float = 440.0, cover: str | Path | None = None) -> Path:
+def make_audio_only(
+    dst: str | Path, seconds: float = 1.0, frequency: float = 440.0, cover: str | Path | None = None
+) -> Path:
     """An audio-only file (the extension picks the container: .m4a, .mp3, .wav), with an
     optional `cover` image as album art: a 'video' stream that is not a video."""
     args = ["-f", "lavfi", "-i", f"sine=frequency={frequency}:duration={seconds}"]
