@@ -214,3 +214,17 @@ def test_agda_masks_and_degradation(faces: torch.Tensor) -> None:
     hard = agda.mask(agda.pick(single)[0], (64, 64))[:, 0]
     changed = (out - x).abs().amax(1) > 0
     assert torch.equal(changed, hard > 0)
+
+
+def test_fusion_takes_the_fused_kernel() -> None:
+    """The N x N matrix must never be materialised: SDPA's fused CPU kernel, no softmax op
+    (a strided or 3-D input silently falls back to the math path)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cmf = CrossModalityFusion(8, 4.0)
+    fs = torch.randn(2, 8, 16, 16, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        cmf(fs, fs, fs).sum().backward()
+    names = {e.name for e in prof.events()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert not any("softmax" in n for n in names), sorted(n for n in names if "softmax" in n)
