@@ -32,6 +32,7 @@ class Composer:
         deform: bool = True,
         harmonizer=None,
         colour_seed: int = 0,
+        blend_ratio: float | None = None,
     ) -> None:
         self.generator = generator
         self.blend_mode = blend_mode
@@ -39,7 +40,10 @@ class Composer:
         self.harmonizer = harmonizer
         self.colour_seed = colour_seed
         base = canonical_mask(region)
-        self.canonical = deform_mask(base, rng, mask_warp) if deform else base.astype(np.float32) / 255.0
+        if deform:  # blend_ratio None: drawn from SBI's ratios
+            self.canonical = deform_mask(base, rng, mask_warp, blend_ratio=blend_ratio)
+        else:
+            self.canonical = base.astype(np.float32) / 255.0 * (1.0 if blend_ratio is None else blend_ratio)
         self.colour: ColourTransfer | None = None
 
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

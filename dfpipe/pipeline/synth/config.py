@@ -18,7 +18,9 @@ TRANSFORMS = ("similarity", "affine")
 class SynthConfig:
     """Parameters of a synthesis run (recorded in run.json and every fake's `meta`).
 
-    `per_video` caps the frames changed in each fake (from the start of the target track);
+    `smooth` is the sigma (frames) of temporal landmark smoothing; `follow_motion` the share
+    of a swapped face carried along the real video's optical flow from the previous frame
+    (0 = placed by the landmarks alone; see synth/motion.py). `per_video` caps the frames changed in each fake (from the start of the target track);
     None changes the whole track. `pairs` is the number of swap fakes (ignored when a pairs
     file is given); `self-blend` makes one fake per real track; `external` one per
     generator folder.
@@ -35,6 +37,8 @@ class SynthConfig:
     mask_warp: str = "elastic"
     deform: bool = True
     transform: str = "similarity"
+    smooth: float = 1.5
+    follow_motion: float = 0.8
     pairs_file: str | None = None
     from_generator: str | None = None
     harmonizer: str | None = None
@@ -62,6 +66,10 @@ class SynthConfig:
             _check("quality", q, tuple(QUALITY_CRF))
         if self.pairs < 1:
             raise ValueError(f"--pairs must be at least 1, got {self.pairs}")
+        if not 0.0 <= self.follow_motion < 1.0:
+            raise ValueError(f"--follow-motion must be in [0, 1), got {self.follow_motion}")
+        if self.smooth < 0:
+            raise ValueError(f"--smooth must be >= 0 frames, got {self.smooth}")
         if self.per_video is not None and self.per_video < 1:
             raise ValueError(f"--per-video must be at least 1, got {self.per_video}")
         if self.method == "external" and not self.from_generator:

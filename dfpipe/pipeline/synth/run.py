@@ -1,10 +1,11 @@
 """The synthesis stage: plan fakes from a real dataset, make each one, write DS2.
 
-A work item is one fake (one target track). `make_fake` streams the target video, composes
-each frame, encodes a lossless (c0) clip, transcodes it to the other qualities, re-cuts
-the target's crops from every encoded clip and writes, atomically and in this order,
-`DS2/faces/part-<fake>.parquet` and `DS2/videos/part-<fake>.parquet` (the done marker).
-A re-run skips fakes whose videos part exists.
+A work item is one fake (one target track) in every asked quality. `make_fake` streams
+the target video, composes each frame, encodes a lossless (c0) clip, transcodes it to the
+other qualities, re-cuts the target's crops from every encoded clip and writes, atomically
+and in this order, `DS2/faces/part-<video>.parquet` and `DS2/videos/part-<video>.parquet`
+for each quality's video (the videos parts are the done markers). A re-run skips fakes
+whose videos parts all exist.
 
 Pair links follow docs/architecture.md: a fake's `source_video_id` is the real video whose
 frames it changes (the task's "target"), `target_video_id` the identity donor (the swap
@@ -94,7 +95,10 @@ def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
 
     def job(pair: Pair | None, parts: list[Any], **kw: Any) -> FakeJob:
         key = _job_key(config, parts)
-        seed = int(hashlib.blake2b(f"{config.seed}-{key}".encode(), digest_size=4).hexdigest(), 16)
+        # the item's randomness depends on the seed and the item, not on blend or colour
+        # options, so fakes made with other blends differ only by the blend
+        item = json.dumps([config.seed, config.method, *parts], default=str)
+        seed = int(hashlib.blake2b(item.encode(), digest_size=4).hexdigest(), 16)
         frames_row = videos.get(pair.target.video_id) if pair else None
         identity_row = videos.get(pair.source.video_id) if pair and pair.source else None
         return FakeJob(key, pair, seed, frames_row, identity_row, **kw)
@@ -175,7 +179,12 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
         from dfpipe.pipeline.synth.swap import SwapGenerator
 
         face, lm = _identity_face(ds, job.pair.source)
-        return SwapGenerator(face, lm, config.transform)
+        swap = SwapGenerator(face, lm, config.transform)
+        if config.follow_motion > 0:
+            from dfpipe.pipeline.synth.motion import FlowFollow
+
+            return FlowFollow(swap, refresh=1.0 - config.follow_motion)
+        return swap
     if config.method == "self-blend":
         from dfpipe.pipeline.synth.selfblend import SelfBlendGenerator
 
@@ -209,9 +218,14 @@ def make_fake(job: FakeJob, config: SynthConfig, ds_root: str, out_root: str, th
     except Exception as exc:  # a bug: keep the run going, say so in the row
         log.exception("synthesis of %s failed", job.key)
         video_rows = _error_rows(job, config, "internal", f"{type(exc).__name__}: {exc}")
-    if face_rows:
-        write_part_atomic(rows_to_table(face_rows, FACES_SCHEMA), part_path(out, "faces", job.key))
-    write_part_atomic(rows_to_table(video_rows, VIDEOS_SCHEMA), part_path(out, "videos", job.key))
+    # one part per fake video, as extract writes them (score-quality reads faces by video id);
+    # the videos parts come last: all of them present means the fake is done
+    for row in video_rows:
+        own = [f for f in face_rows if f["video_id"] == row["video_id"]]
+        if own:
+            write_part_atomic(rows_to_table(own, FACES_SCHEMA), part_path(out, "faces", row["video_id"]))
+    for row in video_rows:
+        write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(out, "videos", row["video_id"]))
     return {"key": job.key, "status": video_rows[0]["status"], "error_code": video_rows[0].get("error_code"),
             "n_faces": len(face_rows), "seconds": time.perf_counter() - start}
 
@@ -277,7 +291,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     rows = _track_rows(ds, job.pair.target)
     if not rows:
         raise _JobError("bad_input", f"track {job.pair.target.track_id} of {job.pair.target.video_id} has no faces")
-    plan = plan_track(rows, config.per_video)
+    plan = plan_track(rows, config.per_video, config.smooth)
     video_path = ds / job.frames_row["path"]
     info = probe(video_path)
     crop_size = int(rows[0]["size"])
@@ -285,7 +299,9 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     generator = _generator(job, config, ds, plan, crop_size, rng)
     harmonizer = _harmonizer(config.harmonizer, config.device) if config.blend == "dovenet" else None
     composer = Composer(
-        generator, rng, config.blend, config.colour, config.region, config.mask_warp, config.deform, harmonizer, job.seed
+        generator, rng, config.blend, config.colour, config.region, config.mask_warp, config.deform, harmonizer, job.seed,
+        # SBI's random blend ratio suits self-blending; a swapped face is pasted opaque
+        blend_ratio=None if config.method == "self-blend" else 1.0,
     )
 
     masks: dict[int, bytes] = {}
@@ -425,7 +441,7 @@ def synthesize(
         used = {r.video_id for j in jobs if j.pair for r in (j.pair.target, j.pair.source) if r is not None}
         _copy_reals(ds, out, used)
     done = part_keys(out, "videos")
-    todo = [j for j in jobs if j.key not in done]
+    todo = [j for j in jobs if not all(_video_id(j.key, q) in done for q in config.qualities)]
     summary.n_skipped = len(jobs) - len(todo)
     if todo:
         with dask_client(workers, scheduler) as client:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 
 @dataclass
@@ -32,8 +33,31 @@ class TrackPlan:
         return min(self.landmarks)
 
 
-def plan_track(rows: list[dict], per_video: int | None = None) -> TrackPlan:
-    """Build the plan from the faces rows of one track (any order)."""
+def _smooth_runs(per_frame: dict[int, np.ndarray], sigma: float) -> dict[int, np.ndarray]:
+    """Gaussian smoothing over time of the landmark part, within runs of consecutive frames:
+    detector jitter of a pixel would make a pasted face shake (and raise its Ewarp)."""
+    if sigma <= 0:
+        return per_frame
+    out = dict(per_frame)
+    frames = sorted(per_frame)
+    runs: list[list[int]] = [[frames[0]]]
+    for f in frames[1:]:
+        if f == runs[-1][-1] + 1:
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    for run in runs:
+        if len(run) < 2:
+            continue
+        block = np.stack([per_frame[f] for f in run])
+        block[:, :10] = gaussian_filter1d(block[:, :10], sigma, axis=0, mode="nearest")
+        out.update({f: block[i] for i, f in enumerate(run)})
+    return out
+
+
+def plan_track(rows: list[dict], per_video: int | None = None, smooth: float = 0.0) -> TrackPlan:
+    """Build the plan from the faces rows of one track (any order); `smooth` is the sigma,
+    in frames, of a temporal Gaussian on the landmarks (0 = off)."""
     rows = sorted(rows, key=lambda r: r["frame_index"])
     if not rows:
         raise ValueError("the target track has no faces")
@@ -53,6 +77,7 @@ def plan_track(rows: list[dict], per_video: int | None = None) -> TrackPlan:
                 t = (f - a) / (b - a)
                 per_frame[f] = (1 - t) * values[k - 1] + t * values[k]
         per_frame[b] = values[k]
+    per_frame = _smooth_runs(per_frame, smooth)
     keep = sorted(per_frame)[:per_video] if per_video is not None else sorted(per_frame)
     return TrackPlan(
         landmarks={f: per_frame[f][:10].reshape(5, 2) for f in keep},
