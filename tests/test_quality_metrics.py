@@ -167,3 +167,18 @@ def test_ewarp_flow_from_source_and_occlusion(pair_frames):
     fwd[20:40, 20:40, 0] = 5.0  # moves right, but nothing moves back
     m = valid_mask(fwd, bwd)
     assert not m[25:35, 25:35].any() and m[:10, :10].all() and m[50:, 50:].all()
+
+
+@pytest.mark.parametrize("ellipse", [(3, 3, 40, 30), (316, 200, 50, 200), (160, 160, 400, 400), (100, 100, 1, 1)])
+def test_mask_ssim_box_shortcut_equals_full_computation(ellipse):
+    """Masks at the border, covering everything, or a few pixels: same as scikit-image."""
+    a = cv2.resize(data.astronaut(), (320, 320))
+    b = _jpeg(a, 20)
+    mask = np.zeros((320, 320), np.uint8)
+    cx, cy, rx, ry = ellipse
+    cv2.ellipse(mask, (cx, cy), (rx, ry), 0, 0, 360, 255, -1)
+    m3 = (mask > 0)[..., None]
+    _, full_map = structural_similarity(a, b, full=True, **SK)
+    masked, inside = mask_ssim(a, b, mask)
+    assert masked == pytest.approx(structural_similarity(a * m3, b * m3, **SK), abs=1e-4)
+    assert inside == pytest.approx(full_map.mean(axis=-1)[mask > 0].mean(), abs=1e-4)

@@ -67,9 +67,14 @@ def _sq_norm(flow: np.ndarray) -> np.ndarray:
 
 
 def _grad_sq(channel: np.ndarray) -> np.ndarray:
-    """|grad c|^2 with central differences (one-sided at the border), as np.gradient."""
-    gx, gy = np.gradient(channel)
-    return np.square(gx) + np.square(gy)
+    """|grad c|^2 with central differences, one-sided at the border (np.gradient's rule,
+    with OpenCV's filters: np.gradient is ~20x slower and dominated the Ewarp time)."""
+    c = np.ascontiguousarray(channel, dtype=np.float32)
+    gx = cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
+    gy = cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
+    gx[:, 0], gx[:, -1] = c[:, 1] - c[:, 0], c[:, -1] - c[:, -2]
+    gy[0], gy[-1] = c[1] - c[0], c[-1] - c[-2]
+    return gx * gx + gy * gy
 
 
 def valid_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
