@@ -154,8 +154,9 @@ def test_resume_equals_uninterrupted_and_checkpoints_are_weights_only(faces_ds, 
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] > 0
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    for part in ("model", "ema"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)
     assert a["history"] == b["history"]
     best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
     assert set(best["metrics"]) >= {"mse", "psnr", "fmse", "fmse_composite", "fmse_rct"}
@@ -182,12 +183,12 @@ def test_cli_rejects_a_missing_dataset(tmp_path):
 
 def test_harmonize_changes_only_masked_pixels(tmp_path):
     from dfpipe.pipeline.harmonize import Harmonizer
-    from dfpipe.train.harmonizer_train import CHECKPOINT_FORMAT
+    from dfpipe.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_dovenet(tiny=True, residual=False)  # a random non-identity generator
-    torch.save({"format": CHECKPOINT_FORMAT, "config": model.config_dict(), "generator": model.generator.state_dict()},
-               tmp_path / "best.pt")
+    save_checkpoint({"model_name": "dovenet", "config": model.config_dict(),
+                     "generator": model.generator.state_dict()}, tmp_path / "best.pt")
     harm = Harmonizer.from_checkpoint(tmp_path / "best.pt", "cpu", batch_size=2)
 
     faces = _public_domain()

@@ -38,8 +38,9 @@ class Harmonizer:
         model = DoveNet(DoveNetConfig(**ckpt["config"]))
         if "generator" in ckpt:
             model.generator.load_state_dict(ckpt["generator"])
-        else:  # a full training state (last.pt)
-            model.load_state_dict(ckpt["model"])
+        else:  # a full training state (last.pt): its averaged generator, as best.pt holds
+            ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+            model.generator.load_state_dict(ema)
         return cls(model, device, **kwargs)
 
     def _window(self, mask: np.ndarray) -> tuple[int, int, int] | None:

@@ -3,9 +3,9 @@ from another face, with the untouched crop as the target (iHarmony4's HCOCO reci
 
 A composite is `m * recolour(real) + (1 - m) * real` where the mask `m` is the crop's
 `mask` column or, when that is null, the landmark hull of its 5 points. The recolouring
-moves the face's colour statistics towards another face's (Reinhard `rct`, linear
-covariance `lct`, histogram matching `hist`) or shifts brightness / contrast / gamma per
-channel (`bcg`). Composites are drawn on the fly from a generator seeded by
+moves the face's colour statistics towards another face's (the synthesis stage's `rct`,
+`lct`, `mkl` from `dfpipe.pipeline.colour`, or per-channel histogram matching
+`hist`) or shifts brightness / contrast / gamma per channel (`bcg`). Composites are drawn on the fly from a generator seeded by
 (seed, epoch, index), so an epoch is reproducible and a resumed run sees the same data.
 Validation faces come from held-out videos, never from a training video.
 """
@@ -26,10 +26,14 @@ from torch.utils.data import Dataset
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA
 from dfpipe.pipeline.align import transform_points
+from dfpipe.pipeline.colour import ColourTransfer
 from dfpipe.pipeline.facemask import REGIONS, landmark_hull_mask
 from dfpipe.pipeline.imagecodec import decode_image, decode_mask
 
-TRANSFERS = ("rct", "lct", "hist", "bcg")
+#: transfers from dfpipe.pipeline.colour (`idt` is left out: ~1 s per face, too slow to draw
+#: on the fly), plus per-channel histogram matching and lighting shifts
+COLOUR_MODES = ("rct", "lct", "mkl")
+TRANSFERS = (*COLOUR_MODES, "hist", "bcg")
 _COLUMNS = ["face_id", "video_id", "image", "mask", "landmarks", "matrix", "label", "split"]
 
 
@@ -113,27 +117,6 @@ def _masked(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return img[mask > 127]
 
 
-def rct(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Reinhard transfer in OpenCV CIELAB: per-channel mean/std of `src` pixels (N x 3
-    uint8) to those of `ref` pixels; returns N x 3 float RGB."""
-    s = cv2.cvtColor(src.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    r = cv2.cvtColor(ref.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    out = (s - s.mean(0)) / (s.std(0) + 1e-6) * r.std(0) + r.mean(0)
-    out = np.clip(out, 0, 255).astype(np.uint8).reshape(-1, 1, 3)
-    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB).reshape(-1, 3).astype(np.float32)
-
-
-def lct(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Linear colour transfer: whiten `src` RGB with its Cholesky factor, colour with
-    `ref`'s, so the full 3x3 covariance moves, not only per-channel spread."""
-    s, r = src.astype(np.float64), ref.astype(np.float64)
-    eye = 1e-3 * np.eye(3)
-    ls = np.linalg.cholesky(np.cov(s, rowvar=False) + eye)
-    lr = np.linalg.cholesky(np.cov(r, rowvar=False) + eye)
-    out = (s - s.mean(0)) @ np.linalg.inv(ls).T @ lr.T + r.mean(0)
-    return out.astype(np.float32)
-
-
 def hist(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per-channel histogram matching of `src` pixels to `ref` pixels (scikit-image)."""
     return match_histograms(src.reshape(-1, 1, 3), ref.reshape(-1, 1, 3), channel_axis=-1).reshape(-1, 3).astype(
@@ -160,11 +143,12 @@ def recolour(real: np.ndarray, mask: np.ndarray, ref: np.ndarray, ref_mask: np.n
     target = _masked(ref, ref_mask)
     if len(src) < 16 or len(target) < 16:
         return real.copy()
-    if mode == "rct":
-        moved = rct(src, target)
-    elif mode == "lct":
-        moved = lct(src, target)
-    elif mode == "hist":
+    if mode in COLOUR_MODES:  # the synthesis stage's transfers, so training sees what synthesis makes
+        fitted = ColourTransfer.fit(real, ref, mask, mode, seed=int(rng.integers(1 << 31)), bg_mask=ref_mask)
+        out = real.copy()
+        out[mask > 127] = fitted.apply(src.reshape(-1, 1, 3)).reshape(-1, 3)
+        return out
+    if mode == "hist":
         moved = hist(src, target)
     elif mode == "bcg":
         moved = bcg(src, rng)
@@ -186,11 +170,9 @@ def rct_baseline(comp: np.ndarray, mask: np.ndarray, ring: int | None = None) ->
     ring = ring or max(3, comp.shape[0] // 16)
     hard = (mask > 127).astype(np.uint8)
     outer = cv2.dilate(hard, np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)) - hard
-    src, ref = comp[hard > 0], comp[outer > 0]
-    if len(src) < 16 or len(ref) < 16:
+    if hard.sum() < 16 or outer.sum() < 16:
         return comp.copy()
-    out = comp.copy()
-    out[hard > 0] = np.clip(np.rint(rct(src, ref)), 0, 255).astype(np.uint8)
+    out = ColourTransfer.fit(comp, comp, hard * 255, "rct", bg_mask=outer * 255).apply(comp)
     return composite(comp, out, mask)
 
 

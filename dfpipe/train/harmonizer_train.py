@@ -5,10 +5,11 @@ the global and the domain-verification discriminators (1 : 1), each discriminato
 gradient penalty of weight 10. Adam 2e-4, betas (0.5, 0.999). Mixed precision on CUDA.
 
 Run folder `out/`:
-  last.pt      full state after the latest epoch (model, optimizers, scalers, RNG, history);
+  last.pt      full state after the latest epoch (model, optimizers, scalers, RNG, history),
+               written by the detector trainer's `dfpipe.train.checkpoint` (atomic, weights_only);
                a re-run of the same command resumes from it and ends where an
                uninterrupted run would
-  best.pt      generator + config of the epoch with the lowest held-out fMSE (what
+  best.pt      averaged (EMA) generator + config of the epoch with the lowest held-out fMSE (what
                `Harmonizer.from_checkpoint` and `--blend dovenet` read)
   metrics.csv  one row per epoch: train losses and held-out MSE / PSNR / fMSE for the
                harmonized output, the composite input and the `rct` baseline
@@ -33,9 +34,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from dfpipe.models.dovenet import DoveNet, build_dovenet
+from dfpipe.train import checkpoint
 from dfpipe.train.harmonizer_data import (
     HarmonizationDataset,
     LoadReport,
@@ -46,8 +49,10 @@ from dfpipe.train.harmonizer_data import (
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "dfpipe.dovenet/1"
+MODEL_NAME = "dovenet"
 L1_WEIGHT, ADV_WEIGHT, GP_WEIGHT = 100.0, 1.0, 10.0
+#: per step; ~100-step horizon, short enough for CPU-budget runs
+EMA_DECAY = 0.99
 #: composites per held-out face: more, different recolourings make steadier figures
 VAL_REPEATS = 4
 
@@ -121,21 +126,21 @@ class Validator:
             self.baselines.update({f"mse_{name}": mse, f"psnr_{name}": psnr, f"fmse_{name}": fmse})
 
     @torch.no_grad()
-    def __call__(self, model: DoveNet, device: torch.device) -> tuple[dict, np.ndarray]:
+    def __call__(self, generator: torch.nn.Module, device: torch.device) -> tuple[dict, np.ndarray]:
         from dfpipe.train.harmonizer_data import mask_tensor, to_tensor
 
-        model.eval()
+        generator.eval()
         rows, outputs = [], []
         for start in range(0, len(self.samples), self.batch_size):
             chunk = self.samples[start : start + self.batch_size]
             comp = torch.stack([to_tensor(s["composite"]) for s in chunk]).to(device)
             mask = torch.stack([mask_tensor(s["mask"]) for s in chunk]).to(device)
-            pred = to_uint8(model(comp, mask))
+            pred = to_uint8(generator(comp, mask) * mask + comp * (1 - mask))  # as DoveNet.forward
             for s, p in zip(chunk, pred):
                 rows.append(image_metrics(p, s["real"], s["mask"]))
                 if len(outputs) < self.n_samples:
                     outputs.append(p)
-        model.train()
+        generator.train()
         mse, psnr, fmse = np.array(rows).mean(0)
         grid = np.concatenate(
             [np.concatenate([s["composite"], p, s["real"]], axis=1) for s, p in zip(self.samples, outputs)], axis=0
@@ -146,23 +151,15 @@ class Validator:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | Path) -> dict:
-    """A DoveNet checkpoint, read with `weights_only=True`; a clear error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise HarmonizerTrainError(f"{path}: no such checkpoint")
+    """A DoveNet checkpoint (read with `weights_only=True` by the trainer's checkpoint
+    module); a clear error for anything else."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise HarmonizerTrainError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise HarmonizerTrainError(f"{path}: not a DoveNet checkpoint written by dfpipe train-harmonizer")
+        ckpt = checkpoint.load_checkpoint(path)
+    except checkpoint.CheckpointError as exc:
+        raise HarmonizerTrainError(str(exc)) from exc
+    if ckpt.get("model_name") != MODEL_NAME:
+        raise HarmonizerTrainError(f"{path}: a {ckpt.get('model_name')!r} checkpoint, not a DoveNet harmonizer")
     return ckpt
 
 
@@ -197,8 +194,11 @@ def resolve_device(device: str) -> torch.device:
 class HarmonizerTrainer:
     """One optimisation step at a time; separate from I/O so tests can step it directly."""
 
-    def __init__(self, model: DoveNet, device: torch.device, lr: float = 2e-4) -> None:
+    def __init__(self, model: DoveNet, device: torch.device, lr: float = 2e-4, ema_decay: float = EMA_DECAY) -> None:
         self.model = model.to(device)
+        # validation, best.pt and inference use an exponential moving average of the
+        # generator (weights and BatchNorm statistics): single GAN steps swing the output
+        self.ema = AveragedModel(model.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.device = device
         self.amp = device.type == "cuda"
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -238,6 +238,7 @@ class HarmonizerTrainer:
         self.scaler_g.scale(loss_g).backward()
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
+        self.ema.update_parameters(m.generator)
         self.step_count += 1
         return {"l1": l1.item(), "g_adv_global": adv_g.item(), "g_adv_domain": adv_d.item(),
                 "d_global": loss_dg.item(), "d_domain": loss_dd.item(), "gp": gp.item()}
@@ -245,30 +246,18 @@ class HarmonizerTrainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
-                "step": self.step_count}
+                "ema": self.ema.state_dict(), "step": self.step_count}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self.ema.load_state_dict(state["ema"])
         if state.get("scaler_g"):
             self.scaler_g.load_state_dict(state["scaler_g"])
         if state.get("scaler_d"):
             self.scaler_d.load_state_dict(state["scaler_d"])
         self.step_count = int(state["step"])
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def train_harmonizer(
@@ -328,7 +317,7 @@ def train_harmonizer(
                 f"{last_path} was written with {ckpt.get('train_args')}, not {args}; use another --out or --no-resume"
             )
         trainer.load_state_dict(ckpt)
-        _set_rng_state(ckpt["rng"], dev)
+        checkpoint.set_rng_state(ckpt["rng"])
         start_epoch, best, history = int(ckpt["epoch"]), dict(ckpt["best"]), list(ckpt["history"])
         log.info("resuming %s at epoch %d", out, start_epoch)
 
@@ -357,21 +346,23 @@ def train_harmonizer(
                     sums[k] = sums.get(k, 0.0) + v
                     tb.add_scalar(f"train/{k}", v, trainer.step_count)
             n = max(1, len(loader))
-            metrics, grid = validator(trainer.model, dev)
-            row = {"epoch": epoch + 1, "step": trainer.step_count, **{k: v / n for k, v in sums.items()},
-                   **{f"val_{k}": v for k, v in metrics.items()}}
+            metrics, grid = validator(trainer.ema.module, dev)
+            row = checkpoint.plain({"epoch": epoch + 1, "step": trainer.step_count,
+                                    **{k: v / n for k, v in sums.items()},
+                                    **{f"val_{k}": v for k, v in metrics.items()}})
             history.append(row)
             for k, v in metrics.items():
                 tb.add_scalar(f"val/{k}", v, epoch + 1)
             _write_grid(grid, out / "samples" / f"epoch_{epoch + 1:04d}.png")
             if metrics["fmse"] < best["fmse"]:
                 best = {"epoch": epoch + 1, "fmse": metrics["fmse"]}
-                _save_atomic({"format": CHECKPOINT_FORMAT, "config": model.config_dict(),
-                              "generator": model.generator.state_dict(), "epoch": epoch + 1,
-                              "metrics": metrics, "train_args": args}, out / "best.pt")
-            _save_atomic({"format": CHECKPOINT_FORMAT, "config": model.config_dict(), **trainer.state_dict(),
-                          "epoch": epoch + 1, "best": best, "history": history, "train_args": args,
-                          "rng": _rng_state(dev)}, last_path)
+                checkpoint.save_checkpoint({"model_name": MODEL_NAME, "config": model.config_dict(),
+                                            "generator": trainer.ema.module.state_dict(), "epoch": epoch + 1,
+                                            "metrics": metrics, "train_args": args}, out / "best.pt")
+            checkpoint.save_checkpoint({"model_name": MODEL_NAME, "config": model.config_dict(),
+                                        **trainer.state_dict(), "epoch": epoch + 1, "best": best,
+                                        "history": history, "train_args": args, "rng": checkpoint.rng_state()},
+                                       last_path)
             _write_csv(history, out / "metrics.csv")
             epoch_times.append(time.perf_counter() - te)
             if bar is not None:
