@@ -48,6 +48,19 @@ def test_index_labels_and_video_metadata(clip_ds):
     assert got.as_py() == r["face_id"]
 
 
+def test_labels_fall_back_to_the_videos_table(pair, tmp_path):
+    real, fake = pair
+    root = write_clip_dataset(tmp_path / "a", real, fake, clip_frames=100, face_labels=False)
+    t = load_index(root).table
+    assert (t.loc[t["video_id"].str.startswith("nt004"), "y"] == 1).all()
+    assert (t.loc[t["video_id"].str.startswith("real004"), "y"] == 0).all()
+    root = write_clip_dataset(tmp_path / "b", real, fake, clip_frames=100, face_labels=False, with_videos=False)
+    index = load_index(root)
+    assert (index.table["y"] == -1).all()  # nothing says real or fake: not trainable
+    with pytest.raises(DataError, match="no labelled faces"):
+        FaceStream(index, StreamConfig("train", SPEC))
+
+
 def test_made_splits_keep_videos_and_pairs_together(clip_ds):
     index = load_index(clip_ds, seed=3)
     t = index.table

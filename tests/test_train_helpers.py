@@ -38,12 +38,13 @@ def extract_pair(real_video: Path, fake_video: Path, every: int, size: int, work
 
 def write_clip_dataset(
     root: Path, real: list[dict], fake: list[dict], clip_frames: int, with_videos: bool = True,
-    split_by_frame: tuple[int, int] | None = None, masks: bool = False,
+    split_by_frame: tuple[int, int] | None = None, masks: bool = False, face_labels: bool = True,
 ) -> Path:
     """A dataset directory whose videos are clips of `clip_frames` frames of each video.
 
     `split_by_frame=(a, b)` writes explicit face splits by time instead (train below a,
-    val in [a, b), test from b). `masks=True` stores a landmark-free manipulation mask
+    val in [a, b), test from b). `face_labels=False` leaves faces "unknown", as extract does
+    without an ingest (the label then comes from videos/). `masks=True` stores a landmark-free manipulation mask
     (the pixel difference of the aligned real and fake crops) with each fake face.
     """
     import cv2
@@ -58,7 +59,8 @@ def write_clip_dataset(
         for r in rows:
             clip = r["frame_index"] // clip_frames
             vid = f"{prefix}_c{clip}"
-            row = dict(r, video_id=vid, face_id=f"{vid}-{r['frame_index']:06d}", label=label, split=None)
+            row = dict(r, video_id=vid, face_id=f"{vid}-{r['frame_index']:06d}", split=None,
+                       label=label if face_labels else "unknown")
             if split_by_frame is not None:
                 a, b = split_by_frame
                 row["split"] = "train" if r["frame_index"] < a else "val" if r["frame_index"] < b else "test"

@@ -68,8 +68,8 @@ def test_fixed_seed_run_is_reproducible_and_best_is_by_val(clip_ds, tmp_path):
     assert _states_equal(load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"])
     assert a["steps"] == 6
     best = load_checkpoint(tmp_path / "a" / "best.pt")
-    aucs = [h["val_auc"] for h in a["history"]]
-    assert best["epoch"] == a["best"]["epoch"] == 1 + aucs.index(max(aucs))
+    key = [(h["val_auc"], -h["val_logloss"]) for h in a["history"]]  # AUC, ties by log loss
+    assert best["epoch"] == a["best"]["epoch"] == 1 + key.index(max(key))
     c = train(clip_ds, out=tmp_path / "c", **{**kw, "seed": 2})
     assert not _states_equal(load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "c" / "last.pt")["model"])
     assert c["steps"] == 6

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import accuracy_score, average_precision_score, log_loss, roc_auc_score, roc_curve
 
 from dfpipe.train.metrics import eer, evaluate_scores, frame_metrics, plot_roc, video_scores
 
@@ -25,6 +25,7 @@ def test_frame_metrics_equal_sklearn():
     assert m["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
     assert m["ap"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
     assert m["acc"] == pytest.approx(accuracy_score(y, p >= 0.5), abs=1e-12)
+    assert m["logloss"] == pytest.approx(log_loss(y, p), abs=1e-9)
     assert (m["n"], m["n_fake"], m["n_real"]) == (len(y), int(y.sum()), int((1 - y).sum()))
     # EER: where FPR and FNR meet on sklearn's own curve
     fpr, tpr, _ = roc_curve(y, p)

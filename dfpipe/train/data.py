@@ -88,9 +88,9 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
             t = pf.read(columns=cols).to_pandas()
         except Exception as exc:  # a damaged part is named, not a traceback
             raise DataError(f"{path}: unreadable faces part ({exc})") from exc
-        missing = {"face_id", "video_id"} - set(t.columns)
-        if missing or "image" not in pf.schema_arrow.names:
-            raise DataError(f"{path}: not a faces part (missing {sorted(missing | {'image'} - set(pf.schema_arrow.names))})")
+        missing = sorted({"face_id", "video_id", "image"} - set(pf.schema_arrow.names))
+        if missing:
+            raise DataError(f"{path}: not a faces part (no column {', '.join(missing)})")
         t["part"] = i
         t["rg"], t["rg_row"] = _part_positions(path)
         frames.append(t)
@@ -103,7 +103,9 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
     videos = videos.drop_duplicates("video_id", keep="last")
     if len(videos):
         meta = videos.set_index("video_id")
-        faces["label"] = faces["label"].fillna(faces["video_id"].map(meta["label"]))
+        # a face's own real/fake wins; "unknown" or null falls back to its video's label
+        known = faces["label"].isin(list(LABEL_IDS))
+        faces["label"] = faces["label"].where(known, faces["video_id"].map(meta["label"]))
         for col in ("method", "compression"):
             faces[col] = faces["video_id"].map(meta[col])
     else:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import accuracy_score, average_precision_score, log_loss, roc_auc_score, roc_curve
 
 
 def _two_classes(labels: np.ndarray) -> bool:
@@ -39,12 +39,13 @@ def eer(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 
 def frame_metrics(labels: Sequence[int], probs: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
-    """AUC, ACC at `threshold`, EER and AP of fake probabilities; NaN where one class is
-    missing (AUC is undefined then), never an exception."""
+    """AUC, ACC at `threshold`, EER, AP and log loss of fake probabilities; NaN where one
+    class is missing (AUC is undefined then), never an exception."""
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
     out = {"n": int(y.size), "n_fake": int(y.sum()), "n_real": int((1 - y).sum())}
     out["acc"] = float(accuracy_score(y, p >= threshold)) if y.size else math.nan
+    out["logloss"] = float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])) if y.size else math.nan
     if _two_classes(y):
         out["auc"] = float(roc_auc_score(y, p))
         out["ap"] = float(average_precision_score(y, p))

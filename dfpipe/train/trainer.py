@@ -399,10 +399,9 @@ class _Run:
                 self.mb_done = 0
                 record = self.epoch_record(train_stats, metrics, time.perf_counter() - t0)
                 self.history.append(record)
-                auc = record.get("val_auc")
-                improved = auc is not None and not math.isnan(auc) and (self.best["auc"] is None or auc > self.best["auc"])
+                improved = self.is_better(record)
                 if improved:
-                    self.best = {"auc": auc, "epoch": self.epoch}
+                    self.best = {"auc": record["val_auc"], "logloss": record["val_logloss"], "epoch": self.epoch}
                 self.save("last.pt")
                 if improved:
                     self.save("best.pt")
@@ -430,11 +429,21 @@ class _Run:
             "n_val": 0 if self.val_stream is None else int(len(self.index.select("val"))),
         }
 
+    def is_better(self, record: dict[str, Any]) -> bool:
+        """Higher validation AUC; on a tie (a small validation set saturates at 1.0) the
+        lower validation log loss."""
+        auc = record.get("val_auc")
+        if auc is None or math.isnan(auc):
+            return False
+        if self.best["auc"] is None or auc > self.best["auc"]:
+            return True
+        return auc == self.best["auc"] and record["val_logloss"] < self.best.get("logloss", math.inf)
+
     def epoch_record(self, train_stats: dict[str, float], metrics: dict | None, seconds: float) -> dict[str, Any]:
         rec: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0]}
         rec.update({f"train_{k}": v for k, v in train_stats.items()})
         if metrics is not None:
-            rec.update({f"val_{k}": metrics["frame"][k] for k in ("auc", "acc", "eer", "ap")})
+            rec.update({f"val_{k}": metrics["frame"][k] for k in ("auc", "acc", "eer", "ap", "logloss")})
             rec["val_video_auc"] = metrics["video"]["auc"]
         rec["seconds"] = seconds
         return rec
