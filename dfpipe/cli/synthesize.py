@@ -27,6 +27,10 @@ def synthesize(
     mask_warp: str = typer.Option("elastic", help="Mask deformation: elastic, piecewise or none."),
     deform: bool = typer.Option(True, help="Deform the landmark mask (erode/dilate, blur, blend ratio) as SBI does."),
     transform: str = typer.Option("similarity", help="Swap warp from source to target landmarks: similarity or affine."),
+    smooth: float = typer.Option(1.5, help="Sigma, in frames, of the temporal smoothing of target landmarks (0 = off)."),
+    follow_motion: float = typer.Option(
+        0.8, help="Share of a swapped face carried along the real video's optical flow each frame (0 = rigid paste); "
+        "keeps expression and flicker (Ewarp) close to the real video."),
     from_generator: Optional[Path] = typer.Option(None, help="Folder with one folder of generated frames per target video (external)."),
     harmonizer: Optional[Path] = typer.Option(None, help="DoveNet checkpoint for --blend dovenet."),
     device: str = typer.Option("cpu", help="Device of the harmonizer: cpu or cuda."),
@@ -48,6 +52,7 @@ def synthesize(
         config = SynthConfig(
             method=method, blend=blend, colour=colour, qualities=tuple(quality), pairs=pairs,
             per_video=per_video, seed=seed, region=region, mask_warp=mask_warp, deform=deform, transform=transform,
+            smooth=smooth, follow_motion=follow_motion,
             pairs_file=str(pairs_file) if pairs_file else None,
             from_generator=str(from_generator) if from_generator else None,
             harmonizer=str(harmonizer) if harmonizer else None, device=device, include_reals=include_reals,

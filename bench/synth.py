@@ -1,0 +1,148 @@
+"""Synthesis throughput at 720p: frames/s per generator and blend mode, and 2 workers vs 1.
+
+Part 1 times the per-frame composition alone (generator + mask + colour + blend, no decode
+or encode) on frames of the shared FF++ real video (1280x720), with landmarks from an
+extract run; configurations are interleaved inside each repetition and the median is
+reported. Part 2 runs the whole `synthesize` stage (decode, compose, encode c23, re-cut
+crops) on four swap fakes with 1 and then 2 Dask workers and reports frames written per
+second and their ratio.
+
+    .venv/bin/python bench/synth.py [--frames 24] [--repeats 3] [--no-workers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
+os.environ.setdefault("DFPIPE_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+
+from dfpipe.pipeline.align import transform_points  # noqa: E402
+from dfpipe.pipeline.decode import iter_frames  # noqa: E402
+from dfpipe.pipeline.imagecodec import decode_image  # noqa: E402
+from dfpipe.pipeline.synth import SynthConfig, synthesize  # noqa: E402
+from dfpipe.pipeline.synth.compose import Composer  # noqa: E402
+from dfpipe.pipeline.synth.external import ExternalGenerator  # noqa: E402
+from dfpipe.pipeline.synth.motion import FlowFollow  # noqa: E402
+from dfpipe.pipeline.synth.selfblend import SelfBlendGenerator  # noqa: E402
+from dfpipe.pipeline.synth.swap import SwapGenerator  # noqa: E402
+from dfpipe.pipeline.videoio import ffmpeg_exe  # noqa: E402
+
+
+def make_reals(root: Path, frames: int) -> Path:
+    """Two cuts of the FF++ real video (720p) and a zoom over the public-domain astronaut,
+    extracted with every frame sampled."""
+    import cv2
+    import skimage.data
+
+    from dfpipe.pipeline.extract import ExtractConfig, extract
+
+    clips = root / "clips"
+    clips.mkdir(parents=True)
+    real = SHARED / "data" / "videos" / "ffpp_real_004.mp4"
+    for i, start in enumerate((0, 150)):
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(real), "-vf", f"select=gte(n\\,{start})",
+                        "-frames:v", str(frames), "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-an",
+                        str(clips / f"real004_{i}.mp4")], check=True)
+    still = root / "astronaut.png"
+    cv2.imwrite(str(still), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    zoom = f"zoompan=z='1+0.002*on':x='iw/2-(iw/zoom/2)':y='ih/4-(ih/zoom/4)':d={frames}:s=512x512:fps=25"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-loop", "1", "-i", str(still), "-vf", zoom, "-frames:v",
+                    str(frames), "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(clips / "astro.mp4")],
+                   check=True)
+    ds = root / "DS"
+    extract([clips], ds, ExtractConfig(keep="main"), workers=0, progress=False)
+    return ds
+
+
+def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
+    videos = pd.read_parquet(ds / "videos")
+    faces = pd.read_parquet(ds / "faces")
+    target = videos[videos.path.str.contains("real004_0")].iloc[0]
+    donor = faces[faces.video_id == videos[videos.path.str.contains("astro")].video_id.iloc[0]]
+    best = donor.sort_values("score").iloc[-1]
+    src, src_lm = decode_image(best.image), transform_points(np.asarray(best.landmarks).reshape(5, 2), best.matrix)
+    rows = faces[faces.video_id == target.video_id].set_index("frame_index").sort_index()
+    frames = [f.image for f in iter_frames(ds / target.path)]
+    marks = {i: np.asarray(rows.loc[i].landmarks).reshape(5, 2) for i in range(len(frames))}
+    gen_dir = tmp / "gen"
+    gen_dir.mkdir()
+    import cv2
+
+    for i in range(len(frames)):  # "generated" crops: the donor's face for every frame
+        cv2.imwrite(str(gen_dir / f"{i:06d}.png"), cv2.cvtColor(src, cv2.COLOR_RGB2BGR))
+    matrices = {i: np.asarray(rows.loc[i].matrix).reshape(2, 3) for i in range(len(frames))}
+    size = int(rows.iloc[0]["size"])
+
+    generators = {
+        "swap (rigid)": lambda: SwapGenerator(src, src_lm),
+        "swap (follow motion)": lambda: FlowFollow(SwapGenerator(src, src_lm), 0.2),
+        "self-blend": lambda: SelfBlendGenerator(np.random.default_rng(0)),
+        "external (crops)": lambda: ExternalGenerator(gen_dir, matrices, size),
+    }
+    configs = [(g, b, "none") for g in generators for b in ("none", "alpha", "poisson", "poisson-mixed")]
+    configs += [("swap (follow motion)", "alpha", c) for c in ("rct", "lct", "mkl", "idt")]
+    timings: dict[tuple, list[float]] = {c: [] for c in configs}
+    for _ in range(repeats):
+        for c in configs:
+            composer = Composer(generators[c[0]](), np.random.default_rng(0), c[1], c[2], blend_ratio=1.0)
+            start = time.perf_counter()
+            for i, frame in enumerate(frames):
+                composer(frame, i, marks[i])
+            timings[c].append(len(frames) / (time.perf_counter() - start))
+    h, w = frames[0].shape[:2]
+    print(f"Per-frame composition at {w}x{h} ({len(frames)} frames, median of {repeats}):")
+    print("| generator | blend | colour | frames/s |\n|---|---|---|---|")
+    for c in configs:
+        print(f"| {c[0]} | {c[1]} | {c[2]} | {statistics.median(timings[c]):.1f} |")
+
+
+def stage(ds: Path, tmp: Path, workers: int) -> tuple[float, int]:
+    out = tmp / f"stage-{workers}"
+    config = SynthConfig(method="swap", blend="poisson", colour="rct", qualities=("c23",), pairs=4, seed=0)
+    start = time.perf_counter()
+    summary = synthesize(ds, out, config, workers=workers, progress=False)
+    elapsed = time.perf_counter() - start
+    assert summary.n_ok == 4 and not summary.n_errors, summary
+    shutil.rmtree(out)
+    return summary.n_frames / elapsed, summary.n_frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=24, help="frames per real clip")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers comparison")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}\n")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ds = make_reals(tmp, args.frames)
+        per_frame(ds, args.repeats, tmp)
+        if not args.no_workers:
+            print("\nWhole stage, 4 swap fakes (poisson + rct, c23), decode + compose + encode + crops:")
+            results = {}
+            for workers in (1, 2, 1, 2):  # interleaved, median of two each
+                results.setdefault(workers, []).append(stage(ds, tmp, workers))
+            fps = {w: statistics.median(r[0] for r in runs) for w, runs in results.items()}
+            for w in (1, 2):
+                print(f"  {w} worker(s): {fps[w]:.1f} frames/s ({results[w][0][1]} frames)")
+            print(f"  2 workers / 1 worker: {fps[2] / fps[1]:.2f}x")
+    print(f"\nload average after {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
