@@ -105,3 +105,24 @@ def test_shipped_mask_is_cropped_with_the_face_matrix(aligned_pairs, real_video)
     assert set(np.unique(crop)) <= {0, 255}
     want = warp_crop(mask_frame, m, SIZE)
     assert np.mean((crop > 0) == (want > 127)) > 0.98
+
+
+def test_pair_mask_covers_a_swapped_face(aligned_pairs, retinaface_weights):
+    """A face swap (Grace Hopper's aligned face blended over the real crop through the
+    landmark hull, as Deepfakes / FaceSwap do): the recovered mask covers the swapped face."""
+    import cv2
+    import matplotlib.cbook
+
+    from dfpipe.pipeline.detect import FaceDetector
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        grace = cv2.cvtColor(cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    [det] = FaceDetector(weights=retinaface_weights).detect([grace])
+    donor = warp_crop(grace, align_matrix(det.landmarks[0], SIZE), SIZE)
+    for real, _, pts in aligned_pairs:
+        hull = landmark_mask(pts, np.eye(2, 3), SIZE, "no_forehead")
+        alpha = cv2.GaussianBlur(hull.astype(np.float32) / 255.0, (0, 0), 3)[..., None]
+        fake = (real * (1 - alpha) + donor * alpha).astype(np.uint8)
+        mask = pair_mask(real, fake, face=landmark_mask(pts, np.eye(2, 3), SIZE)) > 0
+        iou = (mask & (hull > 0)).sum() / (mask | (hull > 0)).sum()
+        assert iou > 0.7
