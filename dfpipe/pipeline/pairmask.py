@@ -16,7 +16,6 @@ already have masks, so it resumes like extract.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,8 +32,6 @@ from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.align import transform_points, warp_crop
 from dfpipe.pipeline.imagecodec import decode_image, encode_mask
 from dfpipe.pipeline.quality.ssim import ssim_map
-
-log = logging.getLogger(__name__)
 
 DIFFERENCES = ("max", "ssim", "both")
 #: Kernel sizes below are for a 256-pixel crop and scale with the crop size.
