@@ -91,29 +91,10 @@ def load_harmonizer(checkpoint: str | Path | None, device: str = "cpu"):
 
 
 def harmonize_blend(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, harmonizer) -> np.ndarray:
-    """Alpha composite, harmonized on a square box around the face, pasted back through the mask."""
+    """The alpha composite harmonized by DoveNet, which cuts its own window (face plus
+    context) and returns pixels outside the mask unchanged."""
     m = soft_mask(mask)
-    composite = alpha_blend(fg, bg, m)
-    box = mask_box(m)
-    if box is None:
-        return composite
-    rows, cols = _square(box, m.shape)
-    roi_mask = (m[rows, cols] > _ON).astype(np.uint8) * 255
-    harmonized = harmonizer.harmonize([composite[rows, cols]], [roi_mask])[0]
-    out = composite.copy()
-    out[rows, cols] = harmonized
-    return alpha_blend(out, bg, m)
-
-
-def _square(box: tuple[slice, slice], shape: tuple[int, ...], grow: float = 1.2) -> tuple[slice, slice]:
-    """A square box around `box` (grown for context), shifted to stay inside the frame."""
-    rows, cols = box
-    h, w = shape[:2]
-    side = min(int(max(rows.stop - rows.start, cols.stop - cols.start) * grow), h, w)
-    cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
-    y0 = min(max(0, cy - side // 2), h - side)
-    x0 = min(max(0, cx - side // 2), w - side)
-    return slice(y0, y0 + side), slice(x0, x0 + side)
+    return harmonizer.harmonize([alpha_blend(fg, bg, m)], [m])[0]
 
 
 def blend(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, mode: str = "alpha", harmonizer=None) -> np.ndarray:

@@ -50,7 +50,8 @@ class Composer:
         """(fake frame, float32 mask in [0, 1] actually used)."""
         fg, valid = self.generator(frame, frame_index, landmarks)
         mask = canonical_to_frame(self.canonical, landmarks, frame.shape) * (valid > 0)
-        box = mask_box(mask, margin=_ROI_MARGIN)
+        # DoveNet learns the frame's colour from context around the face: give it the frame
+        box = mask_box(mask, margin=max(frame.shape) if self.blend_mode == "dovenet" else _ROI_MARGIN)
         if box is None:
             return frame.copy(), np.zeros(frame.shape[:2], np.float32)
         fg_roi, bg_roi, m_roi = fg[box], frame[box], mask[box]
