@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -390,8 +391,6 @@ def _video_row(job: FakeJob, config: SynthConfig, quality: str, path: Path, plan
 def _copy_reals(ds: Path, out: Path, video_ids: set[str]) -> None:
     """The real videos the fakes come from, as rows of DS2 (path re-rooted, faces copied),
     so DS2 is a complete benchmark: reals and fakes, pairs resolvable."""
-    import os
-
     rows = [r for r in read_table(ds, "videos", VIDEOS_SCHEMA).to_pylist() if r["video_id"] in video_ids]
     for row in rows:
         vid = row["video_id"]
