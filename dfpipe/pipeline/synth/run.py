@@ -248,6 +248,8 @@ def _meta(job: FakeJob, config: SynthConfig, quality: str, **extra: Any) -> str:
         "region": config.region,
         "mask_warp": config.mask_warp if config.deform else "none",
         "transform": config.transform if config.method == "swap" else None,
+        "follow_motion": config.follow_motion if config.method == "swap" else None,
+        "smooth": config.smooth,
         "frames_track_id": job.pair.target.track_id if job.pair else None,
         "identity_track_id": job.pair.source.track_id if job.pair and job.pair.source else None,
         "generator_dir": job.generator_dir,
