@@ -5,7 +5,9 @@ with `render_clip` (astronaut + Grace Hopper, 150 frames, x264 CRF 23). Each rep
 runs every backend back to back (interleaved, so machine load hits them alike); the
 figures are medians over repetitions, and the ratio is taken within each repetition.
 Throughput counts *video* frames covered per second (so sampling shows its saving), and
-peak RSS growth is measured during the pass.
+peak RSS growth is measured during the pass. A second table times sparse sampling of a
+30 s 720p clip with a keyframe every second (as phones write them): PyAV seeking over the
+gaps, PyAV decoding through, and decord.
 
     .venv/bin/python bench/decode.py --repeats 5
 """
@@ -28,6 +30,9 @@ SHARED_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 # name -> (backend, decord thread count); "decord-auto" shows why dfpipe pins one thread
 BACKENDS = {"pyav": ("pyav", None), "decord": ("decord", 1), "decord-auto": ("decord", 0)}
+# sparse sampling of a long clip with a keyframe every second: PyAV seeking over gaps,
+# PyAV decoding through (seeking off), decord (which seeks by itself)
+SPARSE = {"pyav (seeks)": ("pyav", None), "pyav (no seek)": ("pyav", 10**9), "decord": ("decord", None)}
 
 
 def one_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int, int]:
@@ -48,13 +53,59 @@ def one_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int, int
     return seconds, n, max(peak, process.memory_info().rss) - start_rss
 
 
+def sparse_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int]:
+    backend, min_skip = SPARSE[name]
+    saved = decode._SEEK_MIN_SKIP
+    if min_skip is not None:
+        decode._SEEK_MIN_SKIP = min_skip
+    try:
+        start = time.perf_counter()
+        n = sum(1 for _ in iter_frames(path, sampling, backend))
+        return time.perf_counter() - start, n
+    finally:
+        decode._SEEK_MIN_SKIP = saved
+
+
+def sparse_table(path: Path, repeats: int) -> None:
+    info = probe(path)
+    print(f"\nSparse sampling, {info.width}x{info.height}, {info.n_frames} frames, keyframe every second")
+    print("| sampling | method | seconds per pass | vs pyav (no seek) | frames out |")
+    print("|---|---|---|---|---|")
+    for label, sampling in {"count=16": Sampling(count=16), "fps=0.5": Sampling(fps=0.5)}.items():
+        times: dict[str, list[float]] = {m: [] for m in SPARSE}
+        ratios: dict[str, list[float]] = {m: [] for m in SPARSE}
+        outs: dict[str, int] = {}
+        for _ in range(repeats):
+            run = {}
+            for name in SPARSE:
+                run[name], outs[name] = sparse_pass(path, sampling, name)
+                times[name].append(run[name])
+            for name in SPARSE:
+                ratios[name].append(run["pyav (no seek)"] / run[name])  # > 1: faster
+        for name in SPARSE:
+            print(
+                f"| {label} | {name} | {statistics.median(times[name]):.2f} | "
+                f"{statistics.median(ratios[name]):.2f}x | {outs[name]} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frames-1080p", type=int, default=150)
+    parser.add_argument("--sparse-only", action="store_true", help="only the sparse-sampling table")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        long_clip = render_clip(
+            Path(tmp) / "long_gop25.mp4", n_frames=750, width=1280, height=720,
+            faces=("astronaut", "grace_hopper"), preset="ultrafast", gop=25,
+        )  # fmt: skip
+        sparse_table(long_clip, args.repeats)
+        if args.sparse_only:
+            return
+        print()
         clip = render_clip(
             Path(tmp) / "faces_1080p.mp4", n_frames=args.frames_1080p, width=1920, height=1080,
             faces=("astronaut", "grace_hopper"), preset="veryfast",

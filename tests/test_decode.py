@@ -16,6 +16,7 @@ import pytest
 
 from dfpipe.manifests.schema import ERROR_CODES
 from dfpipe.media.faceclips import render_clip
+from dfpipe.pipeline import decode
 from dfpipe.pipeline.decode import DecodeError, Sampling, iter_frames, probe
 from dfpipe.pipeline.videoio import ffmpeg_exe, make_audio_only, run_ffmpeg, set_rotation
 
@@ -133,6 +134,28 @@ def test_missing_decord_is_a_clear_import_error(real_video, monkeypatch):
 def test_unknown_backend_is_a_value_error(real_video):
     with pytest.raises(ValueError, match="backend"):
         iter_frames(real_video, backend="opencv")
+
+
+@pytest.fixture(scope="session")
+def short_gop_clip(media):
+    """A real-face clip with a keyframe every 25 frames, like a phone's (one per second)."""
+    return render_clip(media / "gop25.mp4", n_frames=200, width=480, height=272, faces=("astronaut",), gop=25)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(count=6), Sampling(every=40), Sampling(fps=0.5)], ids=str)
+def test_seeking_over_gaps_gives_the_frames_decoding_through_does(short_gop_clip, sampling, monkeypatch):
+    plan = decode._seek_plan(short_gop_clip, probe(short_gop_clip), sampling)
+    assert plan is not None and any(k is not None for k in plan.seek_to[1:])  # this test seeks
+    seeking = list(iter_frames(short_gop_clip, sampling, "pyav"))
+    monkeypatch.setattr(decode, "_SEEK_MIN_SKIP", 10**9)  # never seek
+    assert decode._seek_plan(short_gop_clip, probe(short_gop_clip), sampling) is None
+    through = list(iter_frames(short_gop_clip, sampling, "pyav"))
+    assert [f.index for f in seeking] == [f.index for f in through] == plan.wanted
+    assert [f.timestamp for f in seeking] == [f.timestamp for f in through]
+    for a, b in zip(seeking, through):
+        assert np.array_equal(a.image, b.image)
+    last = seeking[-1]
+    assert mean_abs_diff(last.image, ffmpeg_frame(short_gop_clip, last.index)) < 1.0
 
 
 # ----------------------------------------------------------------------------- rotation
@@ -261,10 +284,17 @@ def test_half_a_faststart_mp4_yields_its_frames_then_truncated(bad_inputs, backe
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_corrupt_data_mid_stream_is_a_decode_error(bad_inputs, backend):
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(count=7)], ids=str)
+def test_corrupt_data_mid_stream_is_a_decode_error(bad_inputs, backend, sampling):
     with pytest.raises(DecodeError) as raised:
-        list(iter_frames(bad_inputs["corrupt_middle"], backend=backend))
+        list(iter_frames(bad_inputs["corrupt_middle"], sampling, backend=backend))
     assert raised.value.code == "decode_error"
+
+
+def test_sparse_sampling_of_a_cut_file_is_truncated(bad_inputs):
+    with pytest.raises(DecodeError) as raised:
+        list(iter_frames(bad_inputs["cut_faststart"], Sampling(count=7), "pyav"))
+    assert raised.value.code == "truncated"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")

@@ -118,13 +118,15 @@ def render_clip(
     audio: bool = False,
     crf: int = 23,
     preset: str = "veryfast",
+    gop: int | None = None,
 ) -> Path:
     """Render a clip of real faces to `path` (H.264 yuv420p); return `path`.
 
     `width` x `height` is the upright picture a viewer sees. With `rotation` (clockwise
     degrees, as `VideoInfo.rotation`) the file stores the picture turned the other way and
     carries display-rotation metadata, like a phone clip shot in portrait. `audio` adds a
-    sine-tone AAC track; `crf` sets the compression (see `QUALITY_CRF`).
+    sine-tone AAC track; `crf` sets the compression (see `QUALITY_CRF`); `gop` the keyframe
+    interval (phones use about one second).
     """
     if rotation % 90:
         raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
@@ -135,10 +137,10 @@ def render_clip(
     if quarter_turns:
         frames = (np.ascontiguousarray(np.rot90(f, k=quarter_turns)) for f in frames)
     if not quarter_turns and not audio:
-        return write_video(frames, path, fps=fps, crf=crf, preset=preset)
+        return write_video(frames, path, fps=fps, crf=crf, preset=preset, gop=gop)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-clip-") as tmp:
-        current = write_video(frames, Path(tmp) / f"video{path.suffix}", fps=fps, crf=crf, preset=preset)
+        current = write_video(frames, Path(tmp) / f"video{path.suffix}", fps=fps, crf=crf, preset=preset, gop=gop)
         if quarter_turns:
             current = set_rotation(current, Path(tmp) / f"rotated{path.suffix}", rotation % 360)
         if audio:

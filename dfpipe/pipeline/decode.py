@@ -6,8 +6,11 @@ The contract (docs/architecture.md): `probe(path) -> VideoInfo` and
 stage can write an error row instead of a traceback.
 
 Memory is bounded by one frame whatever the video length: frames are streamed from the
-decoder. Frames the sampling skips are still decoded (H.264 frames depend on each other)
-but never converted to RGB, which nearly doubles throughput at `every=10` on the FF++ clip.
+decoder. Frames the sampling skips are never converted to RGB, which nearly doubles
+throughput at `every=10` on the FF++ clip. They are still decoded when the next sampled
+frame depends on them (H.264); across a long gap that holds a keyframe the PyAV backend
+seeks instead, with true indices from the container's packet timestamps (read without
+decoding), and decodes through whenever that index cannot be trusted.
 
 Backends. `pyav` (required) and `decord` (optional extra) both wrap FFmpeg and give the
 same pixels. `auto` means PyAV, by benchmark (bench/decode.py, docs/benchmarks.md): decord
@@ -20,10 +23,11 @@ decord cannot open, so both backends report the same error codes.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -355,6 +359,25 @@ def iter_frames(
 
 
 def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int | None) -> Iterator[Frame]:
+    """Seek over long gaps between sampled frames when the file allows, else decode through."""
+    plan = _seek_plan(path, info, sampling)
+    if plan is None:
+        yield from _iter_pyav_linear(path, info, sampling, max_pixels)
+        return
+    last = -1
+    try:
+        for frame in _iter_pyav_seeking(path, info, plan, max_pixels):
+            last = frame.index
+            yield frame
+    except _SeekMismatch as exc:
+        _log.warning("%s: seeking went wrong (%s); decoding through instead", path, exc)
+        yield from _iter_pyav_linear(path, info, sampling, max_pixels, after=last)
+
+
+def _iter_pyav_linear(
+    path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int | None, after: int = -1
+) -> Iterator[Frame]:
+    """Decode every frame in order and convert the sampled ones (those past `after`)."""
     import av
 
     selector = _Selector(sampling, info.n_frames, info.fps)
@@ -370,7 +393,7 @@ def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int 
                 for frame in packet.decode():  # the final empty packet flushes the decoder
                     index += 1
                     ts = _timestamp(frame, stream, index, info.fps)
-                    if not selector.take(index, ts):
+                    if not selector.take(index, ts) or index <= after:
                         continue
                     if max_pixels is not None and frame.width * frame.height > max_pixels:
                         raise DecodeError(
@@ -384,6 +407,104 @@ def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int 
         except av.error.FFmpegError as exc:
             _raise_broken(path, index + 1, exc, cut=packet_end >= path.stat().st_size)
         _check_complete(path, info, index + 1)
+    finally:
+        container.close()
+
+
+class _SeekMismatch(Exception):
+    """The packet index did not describe the decoded frames; decode through instead."""
+
+
+@dataclass(frozen=True)
+class _SeekPlan:
+    """Sampled frames (true indices), whether to seek to the keyframe before each one, and
+    the presentation timestamps (stream time base) of every frame, in order."""
+
+    wanted: list[int]
+    seek_to: list[int | None]
+    pts: list[int] = field(repr=False)
+
+
+def _seek_plan(path: Path, info: VideoInfo, sampling: Sampling) -> _SeekPlan | None:
+    """Plan seeks over gaps of at least `_SEEK_MIN_SKIP` frames, or None to decode through.
+
+    Frames between sampled ones must be decoded anyway unless a keyframe lies between them,
+    so a seek pays only across long gaps with keyframes inside: sparse sampling of long
+    videos with short GOPs (phone clips keyframe about every second; FF++ every 250 frames).
+    The plan trusts the container only when demuxing (cheap, no decoding) finds exactly the
+    promised number of frames with distinct timestamps, so its indices are the true ones.
+    """
+    import av
+
+    if sampling == Sampling() or sampling.every == 1 or not info.n_frames_exact:
+        return None
+    container, stream = _open(path)
+    try:
+        pts, key_pts = [], []
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                key_pts.append(packet.pts)
+        start = stream.start_time or 0
+        time_base = float(stream.time_base)
+    except av.error.FFmpegError:
+        return None
+    finally:
+        container.close()
+    pts.sort()
+    if len(pts) != info.n_frames or len(set(pts)) != len(pts):
+        return None
+    position = {p: i for i, p in enumerate(pts)}
+    keys = sorted(position[p] for p in key_pts)
+    selector = _Selector(sampling, info.n_frames, info.fps)
+    wanted = selector.indices([(p - start) * time_base for p in pts])
+    seek_to: list[int | None] = []
+    decoded = -1  # the decoder's position after the previous sampled frame
+    for w in wanted:
+        k = bisect.bisect_right(keys, w) - 1
+        key = keys[k] if k >= 0 else None
+        seek_to.append(key if key is not None and key - decoded > _SEEK_MIN_SKIP else None)
+        decoded = w
+    if all(k is None for k in seek_to):
+        return None  # nothing to skip: plain decoding is as fast and simpler
+    return _SeekPlan(wanted, seek_to, pts)
+
+
+def _iter_pyav_seeking(path: Path, info: VideoInfo, plan: _SeekPlan, max_pixels: int | None) -> Iterator[Frame]:
+    """Follow a `_SeekPlan`: seek to a keyframe, decode forward to the sampled frame."""
+    import av
+
+    position = {p: i for i, p in enumerate(plan.pts)}
+    container, stream = _open(path)
+    stream.thread_type = "AUTO"
+    try:
+        frames = container.decode(stream)
+        for wanted, key in zip(plan.wanted, plan.seek_to):
+            if key is not None:
+                container.seek(plan.pts[key], stream=stream, backward=True, any_frame=False)
+                frames = container.decode(stream)
+            for frame in frames:
+                index = position.get(frame.pts)
+                if index is None or index > wanted:
+                    raise _SeekMismatch(f"frame with pts {frame.pts} where frame {wanted} was expected")
+                if index < wanted:
+                    continue
+                if max_pixels is not None and frame.width * frame.height > max_pixels:
+                    raise DecodeError(
+                        "too_large",
+                        f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}",
+                    )
+                ts = _timestamp(frame, stream, index, info.fps)
+                yield Frame(index=index, timestamp=ts, image=_upright(frame.to_ndarray(format="rgb24"), info.rotation))
+                break
+            else:
+                raise _SeekMismatch(f"the stream ended before frame {wanted}")
+    except av.error.FFmpegError as exc:
+        raise _SeekMismatch(_first_line(exc)) from exc  # decoding through classifies it
     finally:
         container.close()
 
@@ -439,13 +560,17 @@ def _iter_decord(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: in
                 decoded = i + 1
                 yield Frame(index=int(i), timestamp=float(ts), image=_decord_upright(image, info))
     except decord.DECORDError as exc:
-        _raise_broken(path, decoded, exc, cut=_cut_short(path, info))
+        # probe() decoded frame 0, so at least one frame decodes even if none was yielded yet
+        _raise_broken(path, max(decoded, 1), exc, cut=_cut_short(path, info))
     if not wanted:
         raise DecodeError("truncated", f"{path}: no frame could be decoded")
     if sampling.count is None and (sampling.every or 1) == 1 and sampling.fps is None:
         _check_complete(path, info, n)
 
 
+# Seek to a keyframe only when that skips decoding at least this many frames: a seek costs
+# a decoder flush and restart, about as much as decoding a couple of dozen frames.
+_SEEK_MIN_SKIP = 24
 # decord's automatic thread count let RSS creep up by ~200 MB over a 200-frame 1080p clip
 # (its frame pool grows per thread); one thread kept it flat at no measurable speed cost.
 _DECORD_THREADS = 1

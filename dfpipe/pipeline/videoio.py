@@ -98,6 +98,7 @@ def write_video(
     pix_fmt: str = "yuv420p",
     audio_from: str | Path | None = None,
     preset: str = "medium",
+    gop: int | None = None,
 ) -> Path:
     """Encode RGB uint8 frames (all the same size) to `path`; return `path`.
 
@@ -106,7 +107,8 @@ def write_video(
     `audio_from` copies the first audio track of another file (e.g. the source video of
     a fake), re-encoded to AAC; a file without audio is fine. Every frame is kept even when
     the audio is shorter.
-    `preset` trades encoding speed for size (x264/x265 only).
+    `preset` trades encoding speed for size (x264/x265 only); `gop` caps the frames between
+    keyframes (encoder default when None: 250 for x264, as in FF++).
     """
     path = Path(path)
     frames = iter(frames)
@@ -129,6 +131,8 @@ def write_video(
         args += ["-c:v", codec, "-pix_fmt", pix_fmt]
         if codec in ("libx264", "libx265"):
             args += ["-crf", str(int(crf)), "-preset", preset]
+        if gop is not None:
+            args += ["-g", str(int(gop))]
         if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
             args += ["-movflags", "+faststart"]
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(tmp)]
