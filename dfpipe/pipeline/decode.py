@@ -374,6 +374,15 @@ def _iter_pyav(path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int 
         yield from _iter_pyav_linear(path, info, sampling, max_pixels, after=last)
 
 
+def _to_frame(path: Path, frame, index: int, ts: float, rotation: int, max_pixels: int | None) -> Frame:
+    """A sampled PyAV frame as an upright RGB `Frame` (size checked: it may change mid-stream)."""
+    if max_pixels is not None and frame.width * frame.height > max_pixels:
+        raise DecodeError(
+            "too_large", f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}"
+        )
+    return Frame(index=index, timestamp=ts, image=_upright(frame.to_ndarray(format="rgb24"), rotation))
+
+
 def _iter_pyav_linear(
     path: Path, info: VideoInfo, sampling: Sampling, max_pixels: int | None, after: int = -1
 ) -> Iterator[Frame]:
@@ -395,13 +404,7 @@ def _iter_pyav_linear(
                     ts = _timestamp(frame, stream, index, info.fps)
                     if not selector.take(index, ts) or index <= after:
                         continue
-                    if max_pixels is not None and frame.width * frame.height > max_pixels:
-                        raise DecodeError(
-                            "too_large",
-                            f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}",
-                        )
-                    image = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
-                    yield Frame(index=index, timestamp=ts, image=image)
+                    yield _to_frame(path, frame, index, ts, info.rotation, max_pixels)
                     if selector.done():
                         return
         except av.error.FFmpegError as exc:
@@ -474,7 +477,9 @@ def _seek_plan(path: Path, info: VideoInfo, sampling: Sampling) -> _SeekPlan | N
     return _SeekPlan(wanted, seek_to, pts)
 
 
-def _iter_pyav_seeking(path: Path, info: VideoInfo, plan: _SeekPlan, max_pixels: int | None) -> Iterator[Frame]:
+def _iter_pyav_seeking(
+    path: Path, info: VideoInfo, plan: _SeekPlan, max_pixels: int | None
+) -> Iterator[Frame]:
     """Follow a `_SeekPlan`: seek to a keyframe, decode forward to the sampled frame."""
     import av
 
@@ -493,13 +498,8 @@ def _iter_pyav_seeking(path: Path, info: VideoInfo, plan: _SeekPlan, max_pixels:
                     raise _SeekMismatch(f"frame with pts {frame.pts} where frame {wanted} was expected")
                 if index < wanted:
                     continue
-                if max_pixels is not None and frame.width * frame.height > max_pixels:
-                    raise DecodeError(
-                        "too_large",
-                        f"{path}: frame {index} is {frame.width}x{frame.height}, over max_pixels={max_pixels}",
-                    )
                 ts = _timestamp(frame, stream, index, info.fps)
-                yield Frame(index=index, timestamp=ts, image=_upright(frame.to_ndarray(format="rgb24"), info.rotation))
+                yield _to_frame(path, frame, index, ts, info.rotation, max_pixels)
                 break
             else:
                 raise _SeekMismatch(f"the stream ended before frame {wanted}")
