@@ -158,6 +158,19 @@ def test_seeking_over_gaps_gives_the_frames_decoding_through_does(short_gop_clip
     assert mean_abs_diff(last.image, ffmpeg_frame(short_gop_clip, last.index)) < 1.0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matroska_without_a_frame_count(real_video, media, backend):
+    """MKV stores no frame count: n_frames is estimated from duration and fps, and flagged."""
+    path = media / "ffpp.mkv"
+    if not path.exists():
+        run_ffmpeg(["-i", real_video, "-c", "copy", path])
+    info = probe(path)
+    assert not info.n_frames_exact and abs(info.n_frames - FFPP_FRAMES) <= 1
+    frames = [(f.index, f.timestamp) for f in iter_frames(path, Sampling(count=5), backend)]
+    assert [i for i, _ in frames] == [0, 77, 154, 231, 308]
+    assert [t for _, t in frames] == pytest.approx([i / FFPP_FPS for i, _ in frames], abs=1e-3)
+
+
 # ----------------------------------------------------------------------------- rotation
 
 
