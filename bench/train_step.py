@@ -21,13 +21,13 @@ import sys
 import time
 
 CONFIGS = {
-    # name: (what, input size)
+    # name: (what, input size); each model next to its baseline so load drift hurts less
     "effnet_b4@320": ("plain timm efficientnet_b4, BCE", 320),
-    "effnet_b4@380": ("plain timm efficientnet_b4, BCE", 380),
     "m2tr": ("M2TR paper default (dct-bands, depth 4, CE+seg+con)", 320),
     "m2tr_fft": ("M2TR official variant (fft-filter, scale sqrt(32), focal)", 320),
     "m2tr_plain": ("M2TR paper default, fusion as a plain softmax matrix", 320),
     "m2tr_eval": ("M2TR paper default, eval forward only (no grad)", 320),
+    "effnet_b4@380": ("plain timm efficientnet_b4, BCE", 380),
     "mat": ("MAT paper (AGDA soft + CE + RIL)", 380),
     "mat_official": ("MAT official loss (two passes: CE+0.5RIL, CE on AGDA, match)", 380),
     "mat_ce": ("MAT, CE only (no AGDA, no RIL)", 380),
@@ -85,9 +85,9 @@ def worker(name: str, repeats: int) -> None:
     target = torch.tensor([0.0, 1.0] * (BATCH // 2))
     mask = torch.zeros(BATCH, 1, size, size)
     mask[1::2, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
-    times = []
+    times, cpu = [], []
     for i in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if name == "m2tr_eval":
             with torch.no_grad():
                 step(x, target, mask)
@@ -98,8 +98,10 @@ def worker(name: str, repeats: int) -> None:
             opt.step()
         if i:  # the first step is a warm-up
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     params = sum(p.numel() for p in net.parameters())
-    print(json.dumps({"name": name, "times": times, "peak_rss_gib": peak_rss_gib(), "params": params}))
+    print(json.dumps({"name": name, "times": times, "cpu": cpu, "peak_rss_gib": peak_rss_gib(),
+                      "params": params}))
 
 
 def run(name: str, repeats: int) -> dict:
@@ -126,18 +128,20 @@ def main() -> None:
         if "error" in r:
             print(f"{name:15s} ERROR {r['error']}", flush=True)
             continue
-        r["median"] = statistics.median(r["times"])
-        print(f"{name:15s} {r['median']:7.2f} s/step  {BATCH / r['median']:5.2f} img/s  "
-              f"peak RSS {r['peak_rss_gib']:5.2f} GiB  params {r['params'] / 1e6:6.2f}M  "
-              f"steps {' '.join(f'{t:.2f}' for t in r['times'])}  ({CONFIGS[name][0]})", flush=True)
-    print("\nratios (same run, medians):")
+        r["median"], r["cpu_median"] = statistics.median(r["times"]), statistics.median(r["cpu"])
+        print(f"{name:15s} wall {r['median']:7.2f} s/step ({BATCH / r['median']:5.2f} img/s)  "
+              f"cpu {r['cpu_median']:7.2f} s/step  peak RSS {r['peak_rss_gib']:5.2f} GiB  "
+              f"params {r['params'] / 1e6:6.2f}M  wall steps {' '.join(f'{t:.1f}' for t in r['times'])}  "
+              f"({CONFIGS[name][0]})", flush=True)
+    print("\nratios (same run, medians; CPU time is robust to other load on a shared machine):")
     pairs = [("m2tr", "effnet_b4@320"), ("m2tr_fft", "effnet_b4@320"), ("m2tr_plain", "m2tr"),
              ("m2tr_eval", "effnet_b4@320"), ("mat", "effnet_b4@380"), ("mat_official", "effnet_b4@380"),
              ("mat_ce", "effnet_b4@380"), ("mat_official", "mat"), ("cmf_plain", "cmf_sdpa")]
     for a, b in pairs:
         if "median" in results.get(a, {}) and "median" in results.get(b, {}):
             ra, rb = results[a], results[b]
-            print(f"  {a:13s} / {b:14s} time x{ra['median'] / rb['median']:.2f}  "
+            print(f"  {a:13s} / {b:14s} wall x{ra['median'] / rb['median']:.2f}  "
+                  f"cpu x{ra['cpu_median'] / rb['cpu_median']:.2f}  "
                   f"peak RSS x{ra['peak_rss_gib'] / rb['peak_rss_gib']:.2f}")
 
 

@@ -228,3 +228,27 @@ def test_fusion_takes_the_fused_kernel() -> None:
     names = {e.name for e in prof.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
     assert not any("softmax" in n for n in names), sorted(n for n in names if "softmax" in n)
+
+
+def _ril_rank(rank: int, world: int, init: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    ril = RegionalIndependenceLoss(2, 3, MATConfig(alpha=0.5)).train()
+    v = torch.full((2, 2, 3), float(rank + 1))  # rank 0 reals are all 1, rank 1 reals all 2
+    target = torch.tensor([0.0, 0.0]) if rank == 0 else torch.tensor([0.0, 1.0])
+    ril(v, target)
+    torch.save(ril.centers, f"{out}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+def test_ril_centres_all_reduced_under_ddp(tmp_path) -> None:
+    """Two gloo ranks with different real samples end with the same centres: the update
+    uses the mean over all ranks' reals (two 1s and one 2 -> 4/3), scaled by a = 0.5."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "centers")
+    # fork: the children need no re-import of this module (the heavy part of a spawn)
+    mp.start_processes(_ril_rank, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True,
+                       start_method="fork")
+    c0, c1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert torch.equal(c0, c1)
+    assert torch.allclose(c0, torch.full((2, 3), 0.5 * 4 / 3))

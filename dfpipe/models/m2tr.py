@@ -265,8 +265,11 @@ class M2TR(nn.Module):
     def loss(self, logit: torch.Tensor, pooled: torch.Tensor, mask_logits: torch.Tensor,
              target: torch.Tensor, mask: torch.Tensor | None) -> dict:
         if self.cfg.loss == "focal":
-            total = binary_focal_loss(logit, target, self.cfg.focal_gamma)
-            return {"loss": total, "losses": {"focal": total.detach()}}
+            focal = binary_focal_loss(logit, target, self.cfg.focal_gamma)
+            # the unsupervised decoder stays in the graph (zero gradient), so DDP needs no
+            # find_unused_parameters
+            total = focal + 0.0 * mask_logits.sum()
+            return {"loss": total, "losses": {"focal": focal.detach()}}
         ce = F.binary_cross_entropy_with_logits(logit, target)
         seg = self.seg_loss(mask_logits, target, mask)
         con = self.contrastive_loss(pooled, target)
