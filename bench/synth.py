@@ -7,7 +7,7 @@ reported. Part 2 runs the whole `synthesize` stage (decode, compose, encode c23,
 crops) on four swap fakes with 1 and then 2 Dask workers and reports frames written per
 second and their ratio.
 
-    .venv/bin/python bench/synth.py [--frames 24] [--repeats 3] [--no-workers]
+    .venv/bin/python bench/synth.py [--frames 24] [--repeats 3] [--no-workers] [--no-frames]
 """
 
 from __future__ import annotations
@@ -126,12 +126,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames per real clip")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers comparison")
+    parser.add_argument("--no-frames", action="store_true", help="skip the per-frame table")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ds = make_reals(tmp, args.frames)
-        per_frame(ds, args.repeats, tmp)
+        if not args.no_frames:
+            per_frame(ds, args.repeats, tmp)
         if not args.no_workers:
             print("\nWhole stage, 4 swap fakes (poisson + rct, c23), decode + compose + encode + crops:")
             results = {}

@@ -325,7 +325,8 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
 
     fakes = out / FAKES_DIR
     lossless = fakes / "c0" / f"{job.key}.mp4" if "c0" in config.qualities else fakes / f".lossless-{job.key}.mp4"
-    write_video(fake_frames(), lossless, fps=info.fps, crf=crf_for_quality("c0"))
+    # lossless whatever the preset: the fastest one only costs disk
+    write_video(fake_frames(), lossless, fps=info.fps, crf=crf_for_quality("c0"), preset="veryfast")
     try:
         if n_written != plan.end:
             raise _JobError("truncated", f"{video_path} ended after {n_written} frames; the fake needs {plan.end}")
