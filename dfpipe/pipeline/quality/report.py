@@ -48,7 +48,10 @@ def print_summary(table: pd.DataFrame, console=None) -> None:
     console = console or Console()
     rich_table = Table(title="dataset quality (means over videos)")
     for col in table.columns:
-        rich_table.add_column(SHORT.get(col, col), justify="right" if col not in GROUP else "left")
+        if col in GROUP:  # names may wrap; figures never (a cut-off number misleads)
+            rich_table.add_column(SHORT.get(col, col), overflow="fold")
+        else:
+            rich_table.add_column(SHORT.get(col, col), justify="right", no_wrap=True, min_width=len(SHORT.get(col, col)))
     for row in table.itertuples(index=False):
         rich_table.add_row(*[_fmt(v) for v in row])
     console.print(rich_table)
