@@ -128,8 +128,10 @@ def _score_images(items: list[Item], config: QualityConfig) -> list[dict[str, An
     if "lpips" in config.metrics:
         paired = [i for i, it in enumerate(items) if it.source is not None]
         model = perceptual_model(config) if paired else None
-        for start in range(0, len(paired), config.batch_size):
-            chunk = paired[start : start + config.batch_size]
+        # whole 720p frames: one at a time (VGG activations of a batch would need gigabytes)
+        batch = config.batch_size if not paired or items[paired[0]].image.size <= 3 * 512 * 512 else 1
+        for start in range(0, len(paired), batch):
+            chunk = paired[start : start + batch]
             dist, mse = model.distances([items[i].image for i in chunk], [items[i].source for i in chunk])
             for i, d, m in zip(chunk, dist, mse):
                 rows[i]["lpips"], rows[i]["vgg_mse"] = float(d), float(m)
