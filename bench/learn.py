@@ -39,11 +39,13 @@ def build_dataset(root: Path, every: int, size: int, train_end: int, test_start:
     from dfpipe.pipeline.extract import ExtractConfig, process_video
     from dfpipe.runtime.runinfo import record_stage
 
-    if {"real004", "nt004"} <= part_keys(root, "videos"):
+    if {"real004", "nt004"} <= part_keys(root, "faces"):
         return {"reused": True}
     cfg = ExtractConfig(every=every, size=size, keep="largest")
     t0 = time.perf_counter()
     real_row, real = process_video(REAL, cfg, root, row={"video_id": "real004", "label": "real", "compression": "c23"})
+    # the fake reuses the real's tracks and crop matrices once the real's row is on disk
+    write_part_atomic(rows_to_table([real_row], VIDEOS_SCHEMA), part_path(root, "videos", "real004"))
     fake_row, fake = process_video(
         FAKE, cfg, root, source_faces=rows_to_table(real, FACES_SCHEMA),
         row={"video_id": "nt004", "label": "fake", "method": "NeuralTextures", "compression": "c23",
@@ -73,6 +75,9 @@ def main() -> None:
                     help="learning rate per model (default: each model's recipe)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--augment", default="full", help="full, light or none (see dfpipe train --help)")
+    ap.add_argument("--masks", action="store_true",
+                    help="add pair masks (dfpipe masks) so M2TR's segmentation loss is supervised")
     ap.add_argument("--train-end", type=int, default=200)
     ap.add_argument("--test-start", type=int, default=230)
     args = ap.parse_args()
@@ -84,6 +89,11 @@ def main() -> None:
 
     ds = args.out / "dataset"
     info = build_dataset(ds, args.every, args.size, args.train_end, args.test_start)
+    if args.masks:
+        from dfpipe.pipeline.pairmask import make_masks
+
+        masks = make_masks(ds, workers=0, progress=False)
+        info["masks"] = {"n_fakes": masks.n_fakes, "warnings": masks.warnings[:3]}
     counts = load_index(ds).table.groupby(["split", "label"]).size().to_dict()
     print(f"dataset {ds}: {json.dumps({f'{s}/{l}': int(n) for (s, l), n in counts.items()})} {info}")
     results = []
@@ -93,7 +103,7 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = train(ds, model=name, tiny=True, out=run, epochs=args.epochs, batch=args.batch, lr=lrs.get(name),
                         workers=args.workers, seed=args.seed, model_cfg=cfg, pretrained=False, progress=False,
-                        overwrite=True)
+                        augment=args.augment, overwrite=True)
         seconds = time.perf_counter() - t0
         test = evaluate(run / "best.pt", ds, split="test", report=run / "eval", workers=0, progress=False)
         row = {

@@ -27,11 +27,15 @@ def extract_pair(real_video: Path, fake_video: Path, every: int, size: int, work
     key = (str(real_video), str(fake_video), every, size)
     if key not in _CACHE:
         cfg = ExtractConfig(every=every, size=size, keep="largest", batch_size=8)
-        _, real = process_video(real_video, cfg, work, row={"video_id": "real004", "label": "real"})
+        real_row, real = process_video(real_video, cfg, work, row={"video_id": "real004", "label": "real"})
         assert real, "no faces found in the real video"
+        # the fake reuses the real's geometry only when the real's videos row is on disk
+        write_part_atomic(rows_to_table([real_row], VIDEOS_SCHEMA), part_path(work, "videos", "real004"))
         source = rows_to_table(real, FACES_SCHEMA)
-        _, fake = process_video(fake_video, cfg, work, row={"video_id": "nt004", "label": "fake"}, source_faces=source)
+        _, fake = process_video(fake_video, cfg, work, row={"video_id": "nt004", "label": "fake", "source_video_id": "real004"},
+                              source_faces=source)
         assert fake, "no faces in the fake video"
+        assert [f["matrix"] for f in fake] == [r["matrix"] for r in real], "fake crops do not line up"
         _CACHE[key] = (real, fake)
     return _CACHE[key]
 

@@ -111,6 +111,7 @@ def test_torchrun_module_cli(clip_ds, tmp_path):
            "--workers", "0", "--max-steps", "2", "--out", str(tmp_path / "tr"), "--no-progress", "--json"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["steps"] == 2  # one summary, from rank 0 only
     ckpt = load_checkpoint(tmp_path / "tr" / "last.pt")
     assert ckpt["world_size"] == 2 and ckpt["step"] == 2 and ckpt["model_name"] == "mat"
 

@@ -48,6 +48,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an OUT that holds a run."),
     balance: bool = typer.Option(True, help="Oversample the minority class in training."),
+    augment: str = typer.Option("full", help="full (flip, colour, blur, noise, JPEG), light (flip, colour) or none."),
     buffer: int = typer.Option(512, help="Shuffle buffer (rows) per loader worker."),
     max_steps: Optional[int] = typer.Option(None, help="At most this many optimizer steps per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Leave after this many epochs (resume later with --resume)."),
@@ -68,11 +69,13 @@ def train(
             dataset_dir, model=model, out=out, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
             weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma,
             accum=accum, workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=model_cfg, seed=seed, amp=amp,
-            device=device, gpus=gpus, resume=resume, overwrite=overwrite, balance=balance, buffer=buffer, max_steps=max_steps,
+            device=device, gpus=gpus, resume=resume, overwrite=overwrite, balance=balance, augment=augment, buffer=buffer, max_steps=max_steps,
             stop_after=stop_after, save_every=save_every, log_every=log_every, progress=progress,
         )
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
+    if summary is None:  # a non-main process under torchrun: the main one reports
+        return
     if json_output:
         _print_json(summary)
         return

@@ -26,6 +26,21 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (40, 95)
 
 
+#: Named recipes for `--augment`: the M2TR recipe; geometry and colour only (keeps the
+#: blur and compression traces some manipulations leave); nothing.
+PRESETS = {
+    "full": AugmentConfig(),
+    "light": AugmentConfig(blur=0.0, noise=0.0, jpeg=0.0),
+    "none": AugmentConfig(flip=0.0, jitter=0.0, blur=0.0, noise=0.0, jpeg=0.0),
+}
+
+
+def preset(name: str) -> AugmentConfig:
+    if name not in PRESETS:
+        raise ValueError(f"--augment must be one of {', '.join(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
 def colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """Brightness, contrast and saturation scaled by factors in [1 - s, 1 + s]."""
     b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)

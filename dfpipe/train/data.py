@@ -348,11 +348,15 @@ class FaceStream(IterableDataset):
 
 
 def make_loader(stream: FaceStream, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over a stream; workers are re-created each epoch so `set_epoch` reaches them."""
+    """A DataLoader over a stream; workers are re-created each epoch so `set_epoch` reaches
+    them. The loader gets its own generator: its base seed is unused (the stream seeds
+    itself) and drawing it from the global RNG would shift the model's random stream
+    between an uninterrupted and a resumed run."""
     return DataLoader(
         stream,
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
     )

@@ -32,6 +32,7 @@ import torch.nn as nn
 from dfpipe.models.registry import count_parameters, create_model
 from dfpipe.runtime.runinfo import read_run
 from dfpipe.train import distributed as ddp
+from dfpipe.train.augment import preset
 from dfpipe.train.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
 from dfpipe.train.data import FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index, make_loader
 from dfpipe.train.inference import autocast, score_stream
@@ -77,6 +78,7 @@ class TrainConfig:
     amp: bool = True
     device: str | None = None
     balance: bool = True
+    augment: str = "full"  # full (M2TR recipe), light (flip + colour), none
     buffer: int = 512
     max_steps: int | None = None  # optimizer steps per epoch at most (quick tries, tests)
     stop_after: int | None = None  # leave after this many epochs of this invocation (job time limits)
@@ -115,6 +117,7 @@ class TrainConfig:
             raise TrainError(f"--workers must be >= 0, got {self.workers}")
         if self.recipe()["optimizer"] not in OPTIMIZERS:
             raise TrainError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        preset(self.augment)
         if self.schedule not in SCHEDULES:
             raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
@@ -225,7 +228,8 @@ class _Run:
         self.micro = cfg.batch // per_step
         self.train_stream = FaceStream(
             self.index,
-            StreamConfig("train", self.spec, train=True, balance=cfg.balance, shuffle=True, buffer=cfg.buffer, seed=cfg.seed),
+            StreamConfig("train", self.spec, train=True, balance=cfg.balance, shuffle=True, buffer=cfg.buffer, seed=cfg.seed,
+                         augment=preset(cfg.augment)),
             info.rank, info.world_size,
         )
         self.val_stream = None
@@ -493,8 +497,8 @@ class _ProgressBar:
             self.progress = None
 
 
-def _run_process(cfg_dict: dict[str, Any], resume: bool, result_path: str | None = None) -> dict[str, Any]:
-    """One process of a run (torchrun, spawn, or the only one)."""
+def _run_process(cfg_dict: dict[str, Any], resume: bool, result_path: str | None = None) -> dict[str, Any] | None:
+    """One process of a run (torchrun, spawn, or the only one); the summary on the main one."""
     cfg = TrainConfig(**cfg_dict)
     info = ddp.init(cfg.device)
     try:
@@ -505,7 +509,9 @@ def _run_process(cfg_dict: dict[str, Any], resume: bool, result_path: str | None
                 raise TrainError(f"--resume: {last} does not exist")
             run.restore(last)
         summary = run.run()
-        if info.main and result_path:
+        if not info.main:
+            return None
+        if result_path:
             Path(result_path).write_text(json.dumps(plain(summary)))
         return summary
     finally:
@@ -537,14 +543,16 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     balance: bool = True,
+    augment: str = "full",
     buffer: int = 512,
     max_steps: int | None = None,
     stop_after: int | None = None,
     save_every: int | None = None,
     log_every: int = 10,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train `model` on the faces of `dataset_dir`; returns a summary (also in `out/`).
+) -> dict[str, Any] | None:
+    """Train `model` on the faces of `dataset_dir`; returns a summary (the epochs are also
+    in `out/metrics.csv`), or None on the non-main processes of a torchrun launch.
 
     `pretrained=None` means ImageNet weights unless offline (`DFPIPE_OFFLINE=1` or
     `HF_HUB_OFFLINE=1`) or tiny. `gpus=N` spawns N processes (on CUDA one per GPU; on a
@@ -558,7 +566,7 @@ def train(
         dataset_dir=str(dataset_dir), model=model, out=str(out), epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, accum=accum,
         workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=parse_model_cfg(model_cfg), seed=seed, amp=amp,
-        device=device, balance=balance, buffer=buffer, max_steps=max_steps, stop_after=stop_after, save_every=save_every, log_every=log_every,
+        device=device, balance=balance, augment=augment, buffer=buffer, max_steps=max_steps, stop_after=stop_after, save_every=save_every, log_every=log_every,
         progress=progress,
     )
     cfg.check()
