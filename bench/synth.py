@@ -5,9 +5,9 @@ or encode) on frames of the shared FF++ real video (1280x720), with landmarks fr
 extract run; configurations are interleaved inside each repetition and the median is
 reported. Part 2 runs the whole `synthesize` stage (decode, compose, encode c23, re-cut
 crops) on four swap fakes with 1 and then 2 Dask workers and reports frames written per
-second and their ratio.
+second and their ratio. `--srdf` adds SR-DF's blending comparison (Mask-SSIM, Ewarp).
 
-    .venv/bin/python bench/synth.py [--frames 24] [--repeats 3] [--no-workers] [--no-frames]
+    .venv/bin/python bench/synth.py [--frames 24] [--repeats 3] [--no-workers] [--no-frames] [--srdf]
 """
 
 from __future__ import annotations
@@ -110,6 +110,33 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
         print(f"| {c[0]} | {c[1]} | {c[2]} | {statistics.median(timings[c]):.1f} |")
 
 
+def srdf_table(ds: Path, tmp: Path) -> None:
+    """SR-DF's blending comparison: one swap fake of the FF++ cut (identity: the astronaut)
+    per blend/colour mode, scored by score-quality (Mask-SSIM, Ewarp; LPIPS needs ImageNet
+    VGG-16 weights, absent offline)."""
+    from dfpipe.pipeline.quality.score import QualityConfig, read_quality, score_quality
+
+    videos = pd.read_parquet(ds / "videos")
+    real = videos[videos.path.str.contains("real004_0")].video_id.iloc[0]
+    donor = videos[videos.path.str.contains("astro")].video_id.iloc[0]
+    pairs = tmp / "pairs.csv"
+    pairs.write_text(f"target_video_id,source_video_id\n{real},{donor}\n")
+    print("\nSR-DF comparison (swap onto the FF++ cut, c23):")
+    print("| blend | colour | Mask-SSIM | Mask-SSIM inside | Ewarp | Ewarp / real |\n|---|---|---|---|---|---|")
+    modes = [("none", "none"), ("alpha", "none"), ("alpha", "rct"), ("alpha", "lct"), ("alpha", "mkl"),
+             ("alpha", "idt"), ("poisson", "none"), ("poisson-mixed", "none"), ("poisson", "lct")]
+    for blend_mode, colour in modes:
+        out = tmp / f"srdf-{blend_mode}-{colour}"
+        config = SynthConfig(blend=blend_mode, colour=colour, pairs_file=str(pairs), qualities=("c23",), seed=0)
+        synthesize(ds, out, config, workers=0, progress=False)
+        score_quality(out, QualityConfig(metrics=("mask_ssim", "ewarp")), workers=0, progress=False)
+        quality = read_quality(out)[1].set_index("video_id")
+        fake, real_ewarp = quality[quality.label == "fake"].iloc[0], quality.loc[real].ewarp
+        print(f"| {blend_mode} | {colour} | {fake.mask_ssim:.4f} | {fake.mask_ssim_inside:.4f} | "
+              f"{fake.ewarp:.6f} | {fake.ewarp / real_ewarp:.2f} |")
+    print(f"real video Ewarp: {real_ewarp:.6f}")
+
+
 def stage(ds: Path, tmp: Path, workers: int) -> tuple[float, int]:
     out = tmp / f"stage-{workers}"
     config = SynthConfig(method="swap", blend="poisson", colour="rct", qualities=("c23",), pairs=4, seed=0)
@@ -127,6 +154,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers comparison")
     parser.add_argument("--no-frames", action="store_true", help="skip the per-frame table")
+    parser.add_argument("--srdf", action="store_true", help="also print the SR-DF blending comparison")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory() as d:
@@ -134,6 +162,8 @@ def main() -> None:
         ds = make_reals(tmp, args.frames)
         if not args.no_frames:
             per_frame(ds, args.repeats, tmp)
+        if args.srdf:
+            srdf_table(ds, tmp)
         if not args.no_workers:
             print("\nWhole stage, 4 swap fakes (poisson + rct, c23), decode + compose + encode + crops:")
             results = {}
