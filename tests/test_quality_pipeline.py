@@ -140,6 +140,10 @@ def test_score_quality_cli_report_and_resume(masked, tmp_path):
     assert "<table" in html and "NeuralTextures" in html
     pngs = list((masked / "quality_plots").glob("*.png"))
     assert any(p.name == "hist_mask_ssim.png" for p in pngs) and any(p.name.startswith("box_ewarp") for p in pngs)
+    from dfpipe.manifests.validate import validate_dataset
+
+    checked = validate_dataset(masked)
+    assert checked.ok and checked.counts["quality/frames"] == len(frames), checked.errors
 
     out = _run("score-quality", masked, "--weights", weights, "--workers", "0")
     assert "already scored 2" in out

@@ -105,6 +105,7 @@ def validate_dataset(root: str | Path, deep: bool = False) -> Report:
         if missing:
             report.warnings.append(f"videos: {len(missing)} {kind} value(s) not in this dataset (pairs incomplete)")
 
+    _check_stage_tables(root, ids, report)
     columns = None if deep else [c for c in TABLES["faces"].names if c not in ("image", "mask")]
     faces = _read_parts(root, "faces", report, columns)
     if faces is None:
@@ -131,6 +132,23 @@ def validate_dataset(root: str | Path, deep: bool = False) -> Report:
     if deep:
         _check_images(f, report)
     return report
+
+
+def _check_stage_tables(root: Path, video_ids: set[str], report: Report) -> None:
+    """Tables later stages add (quality/...): schema, required values, video references."""
+    import dfpipe.pipeline.quality.tables  # noqa: F401  (registers the quality tables)
+
+    for name in sorted(set(TABLES) - {"videos", "faces"}):
+        if not (root / name).is_dir():
+            continue
+        table = _read_parts(root, name, report, ["video_id"] + [f.name for f in TABLES[name] if not f.nullable and f.name != "video_id"])
+        if table is None:
+            continue
+        report.counts[name] = table.num_rows
+        _non_null(table, name, report)
+        unknown = {v for v in table["video_id"].to_pylist() if v not in video_ids}
+        if unknown:
+            report.errors.append(f"{name}: rows reference {len(unknown)} video_id(s) missing from videos/")
 
 
 def _check_images(f: dict, report: Report) -> None:
