@@ -138,3 +138,24 @@ def test_pairs_csv_rows_resolve_or_explain(tmp_path):
     bad.write_text("target,source\na,b\n")
     with pytest.raises(ValueError, match="lacks the column"):
         read_pairs_csv(bad, sizes)
+
+
+def test_flow_follow_carries_the_pasted_face_with_the_real_motion(target):
+    """The real frame moves by (6, 4) px but the landmarks lag behind (as a detector's can):
+    the motion-following swap moves the pasted face with the image, the rigid one does not."""
+    from dfpipe.pipeline.synth.motion import FlowFollow
+
+    frame, lm = target
+    src, src_lm = aligned_face("grace_hopper")
+    moved = np.roll(frame, (4, 6), axis=(0, 1))
+    follow = FlowFollow(SwapGenerator(src, src_lm), refresh=0.2)
+    fg0, _ = follow(frame, 0, lm)
+    fg1, valid1 = follow(moved, 1, lm)
+    region = (slice(int(lm[:, 1].min()), int(lm[:, 1].max())), slice(int(lm[:, 0].min()), int(lm[:, 0].max())))
+    carried = np.roll(fg0, (4, 6), axis=(0, 1))[region].astype(float)
+    err_moved = np.abs(fg1[region] - carried).mean()
+    err_still = np.abs(fg1[region] - fg0[region].astype(float)).mean()
+    assert err_moved < 0.5 * err_still, (err_moved, err_still)
+    assert valid1[region].all()
+    with pytest.raises(ValueError, match="refresh"):
+        FlowFollow(SwapGenerator(src, src_lm), refresh=0.0)
