@@ -120,6 +120,8 @@ def main() -> None:
         print(f"[{name}] held-out MSE: composite {m['mse_composite']:.1f}  rct {m['mse_rct']:.1f}  "
               f"dovenet {m['mse']:.1f};  PSNR: composite {m['psnr_composite']:.2f}  rct {m['psnr_rct']:.2f}  "
               f"dovenet {m['psnr']:.2f} dB")
+        print(f"[{name}] untouched real faces in, fMSE out: {m['fmse_untouched']:.1f} "
+              f"(0 = left alone; PSNR {m['psnr_untouched']:.2f} dB)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ from dfpipe.pipeline.imagecodec import decode_image, decode_mask
 #: on the fly), plus per-channel histogram matching and lighting shifts
 COLOUR_MODES = ("rct", "lct", "mkl")
 TRANSFERS = (*COLOUR_MODES, "hist", "bcg")
+#: training composites left untouched (composite = real): a face that already matches its
+#: frame must come out as it went in, or `--blend dovenet` would recolour good fakes
+UNTOUCHED_FRACTION = 0.15
 _COLUMNS = ["face_id", "video_id", "image", "mask", "landmarks", "matrix", "label", "split"]
 
 
@@ -141,7 +144,7 @@ def recolour(real: np.ndarray, mask: np.ndarray, ref: np.ndarray, ref_mask: np.n
     """`real` with its masked pixels recoloured by `mode` (towards `ref`'s masked pixels)."""
     src = _masked(real, mask)
     target = _masked(ref, ref_mask)
-    if len(src) < 16 or len(target) < 16:
+    if mode == "none" or len(src) < 16 or len(target) < 16:
         return real.copy()
     if mode in COLOUR_MODES:  # the synthesis stage's transfers, so training sees what synthesis makes
         fitted = ColourTransfer.fit(real, ref, mask, mode, seed=int(rng.integers(1 << 31)), bg_mask=ref_mask)
@@ -250,6 +253,8 @@ class HarmonizationDataset(Dataset):
         ref_k = self._reference(k, rng)
         ref, ref_mask = self.face(ref_k, "full")
         mode = TRANSFERS[int(rng.integers(len(TRANSFERS)))]
+        if self.train and rng.random() < UNTOUCHED_FRACTION:
+            mode = "none"
         if self.train:
             if rng.random() < 0.5:
                 real, mask = real[:, ::-1], mask[:, ::-1]

@@ -123,7 +123,8 @@ def image_metrics(pred: np.ndarray, real: np.ndarray, mask: np.ndarray) -> tuple
 
 class Validator:
     """Held-out figures for the model, the composite input and the `rct` baseline; the
-    composites are fixed, so figures are comparable across epochs."""
+    composites are fixed, so figures are comparable across epochs. `*_untouched` is the
+    model run on the real image itself: what it damages in a face that already fits."""
 
     def __init__(self, data: HarmonizationDataset, batch_size: int, n_samples: int = 8) -> None:
         self.samples = [data.sample(i) for i in range(len(data))]
@@ -139,22 +140,25 @@ class Validator:
     @torch.no_grad()
     def __call__(self, generator: torch.nn.Module, device: torch.device) -> tuple[dict, np.ndarray]:
         generator.eval()
-        rows, outputs = [], []
+        rows, untouched, outputs = [], [], []
         for start in range(0, len(self.samples), self.batch_size):
             chunk = self.samples[start : start + self.batch_size]
-            comp = torch.stack([to_tensor(s["composite"]) for s in chunk]).to(device)
             mask = torch.stack([mask_tensor(s["mask"]) for s in chunk]).to(device)
-            pred = to_uint8(generator(comp, mask) * mask + comp * (1 - mask))  # as DoveNet.forward
-            for s, p in zip(chunk, pred):
-                rows.append(image_metrics(p, s["real"], s["mask"]))
-                if len(outputs) < self.n_samples:
-                    outputs.append(p)
+            for key, into in (("composite", rows), ("real", untouched)):
+                x = torch.stack([to_tensor(s[key]) for s in chunk]).to(device)
+                pred = to_uint8(generator(x, mask) * mask + x * (1 - mask))  # as DoveNet.forward
+                for s, p in zip(chunk, pred):
+                    into.append(image_metrics(p, s["real"], s["mask"]))
+                    if key == "composite" and len(outputs) < self.n_samples:
+                        outputs.append(p)
         generator.train()
         mse, psnr, fmse = np.array(rows).mean(0)
+        mse_u, psnr_u, fmse_u = np.array(untouched).mean(0)
         grid = np.concatenate(
             [np.concatenate([s["composite"], p, s["real"]], axis=1) for s, p in zip(self.samples, outputs)], axis=0
         )
-        return {"mse": float(mse), "psnr": float(psnr), "fmse": float(fmse), **self.baselines}, grid
+        return {"mse": float(mse), "psnr": float(psnr), "fmse": float(fmse), **self.baselines,
+                "mse_untouched": float(mse_u), "psnr_untouched": float(psnr_u), "fmse_untouched": float(fmse_u)}, grid
 
 
 # --------------------------------------------------------------------------- checkpoints
