@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfpipe.cli.extract import print_summary
     from dfpipe.media.faceclips import make_demo_videos
     from dfpipe.pipeline.extract import ExtractConfig, extract
+    from dfpipe.runtime.weights import WeightsError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", type=Path)
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]1/3[/] making demo clips of public-domain faces in {args.out / 'videos'}")
     clips = make_demo_videos(args.out / "videos")
     console.print(f"[bold]2/3[/] dfpipe extract {args.out / 'videos'} --out {args.out / 'ds'} --every 5")
-    summary = extract([args.out / "videos"], args.out / "ds", ExtractConfig(every=5), workers=args.workers)
+    try:
+        summary = extract([args.out / "videos"], args.out / "ds", ExtractConfig(every=5), workers=args.workers)
+    except WeightsError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
     print_summary(summary)
     sheet = contact_sheet(args.out / "ds", args.out / "contact_sheet.png")
     console.print(f"[bold]3/3[/] contact sheet of the crops: {sheet}")

@@ -22,3 +22,17 @@ EXIT_BAD_ARGS = 2
 def fail(message: str, code: int = EXIT_BAD_ARGS) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def print_run_table(title: str, rows: list[tuple[str, object]], failed: list[tuple[str, str, str]], out) -> None:
+    """The one-screen end-of-run summary: counts, then the first failures with their codes."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    for path, code, message in failed[:20]:
+        console.print(f"[red]{code}[/] {path}: {message}")
+    if len(failed) > 20:
+        console.print(f"... and {len(failed) - 20} more (dfpipe info {out})")

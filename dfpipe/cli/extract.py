@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+from dfpipe.cli.common import EXIT_INPUT_FAILED, fail, print_run_table
 
 
 def extract(
@@ -65,25 +65,12 @@ def extract(
 
 
 def print_summary(summary) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"extract -> {summary.out}", show_header=False)
-    table.add_row("inputs", str(summary.n_inputs))
-    table.add_row("already done (skipped)", str(summary.n_skipped))
-    table.add_row("videos ok", str(summary.n_ok))
-    table.add_row("  of which without faces", str(summary.n_no_face))
-    table.add_row("failed", str(summary.n_errors))
-    for code, n in sorted(summary.errors.items()):
-        table.add_row(f"  {code}", str(n))
-    table.add_row("sampled frames", str(summary.n_frames))
-    table.add_row("faces", str(summary.n_faces))
-    table.add_row("tracks", str(summary.n_tracks))
-    table.add_row("seconds", f"{summary.seconds:.1f}")
-    console.print(table)
-    for path, code, message in summary.failed[:20]:
-        console.print(f"[red]{code}[/] {path}: {message}")
-    if len(summary.failed) > 20:
-        console.print(f"... and {len(summary.failed) - 20} more (dfpipe info {summary.out})")
+    rows = [("inputs", summary.n_inputs), ("already done (skipped)", summary.n_skipped), ("videos ok", summary.n_ok),
+            ("  of which without faces", summary.n_no_face), ("failed", summary.n_errors)]
+    rows += [(f"  {code}", n) for code, n in sorted(summary.errors.items())]
+    rows += [("sampled frames", summary.n_frames), ("faces", summary.n_faces), ("tracks", summary.n_tracks),
+             ("seconds", f"{summary.seconds:.1f}")]
+    print_run_table(f"extract -> {summary.out}", rows, summary.failed, summary.out)
 
 
 def register(app: typer.Typer) -> None:

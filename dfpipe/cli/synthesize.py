@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+from dfpipe.cli.common import EXIT_INPUT_FAILED, fail, print_run_table
 
 
 def synthesize(
@@ -66,24 +66,12 @@ def synthesize(
 
 
 def print_summary(summary) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"synthesize -> {summary.out}", show_header=False)
-    table.add_row("fakes planned", str(summary.n_jobs))
-    table.add_row("already done (skipped)", str(summary.n_skipped))
-    table.add_row("fakes ok", str(summary.n_ok))
-    table.add_row("failed", str(summary.n_errors))
-    for code, n in sorted(summary.errors.items()):
-        table.add_row(f"  {code}", str(n))
-    table.add_row("videos written (all qualities)", str(summary.n_videos))
-    table.add_row("frames", str(summary.n_frames))
-    table.add_row("faces", str(summary.n_faces))
-    table.add_row("seconds", f"{summary.seconds:.1f}")
-    console.print(table)
-    for path, code, message in summary.failed[:20]:
-        console.print(f"[red]{code}[/] {path}: {message}")
-    if len(summary.failed) > 20:
-        console.print(f"... and {len(summary.failed) - 20} more (dfpipe info {summary.out})")
+    rows = [("fakes planned", summary.n_jobs), ("already done (skipped)", summary.n_skipped), ("fakes ok", summary.n_ok),
+            ("failed", summary.n_errors)]
+    rows += [(f"  {code}", n) for code, n in sorted(summary.errors.items())]
+    rows += [("videos written (all qualities)", summary.n_videos), ("frames", summary.n_frames),
+             ("faces", summary.n_faces), ("seconds", f"{summary.seconds:.1f}")]
+    print_run_table(f"synthesize -> {summary.out}", rows, summary.failed, summary.out)
 
 
 def register(app: typer.Typer) -> None:
