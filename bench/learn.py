@@ -3,11 +3,20 @@ faces they have not seen?
 
 Builds a dataset from the shared FF++ c23 real video and its NeuralTextures fake with
 dfpipe's own extract path (every 2nd frame, RetinaFace, 5-point alignment; the fake reuses
-its source's frames and crop matrices), splits it by time so no frame is on two sides
-(train: frames < 200, val: 200-229, test: >= 230), trains each model with `dfpipe.train`
-and evaluates `best.pt` (chosen on val) on the held-out test frames.
+its source's frames and crop matrices), splits it by time so no frame is on two sides,
+trains each model with `dfpipe.train` and evaluates `best.pt` (chosen on val) on the
+held-out test frames.
+
+Two time splits:
+- `--split contiguous` (default): train frames < 200, val 200-229, test >= 230.
+- `--split blocks`: blocks of `--block` frames assigned by the fixed repeating pattern
+  `--pattern` (train, val, train, test), with the first `--guard` frames of every block
+  dropped, so a test frame is at least `--guard` frames from any training frame. One
+  12-second clip changes pose and expression over time; interleaving lets every split see
+  the whole range of it while the guard gaps keep near-duplicate frames apart.
 
     python bench/learn.py --out /tmp/learn
+    python bench/learn.py --out /tmp/learn-blocks --split blocks
 """
 
 from __future__ import annotations
@@ -29,10 +38,18 @@ FAKE = SHARED / "data" / "videos" / "ffpp_fake_NeuralTextures_004_982.mp4"
 
 
 def split_of(frame: int, train_end: int, test_start: int) -> str:
+    """The contiguous split: one train range, then val, then test."""
     return "train" if frame < train_end else "val" if frame < test_start else "test"
 
 
-def build_dataset(root: Path, every: int, size: int, train_end: int, test_start: int) -> dict:
+def block_split_of(frame: int, block: int, guard: int, pattern: list[str]) -> str | None:
+    """The interleaved split: block `frame // block` takes `pattern[k % len(pattern)]`; the
+    first `guard` frames of each block are dropped (None) so blocks never touch."""
+    k, offset = divmod(frame, block)
+    return None if offset < guard else pattern[k % len(pattern)]
+
+
+def build_dataset(root: Path, every: int, size: int, assign) -> dict:
     """Faces of both videos with labels and time splits, written as dfpipe parts."""
     from dfpipe.manifests.parts import part_keys, rows_to_table, write_part_atomic, part_path
     from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
@@ -55,7 +72,8 @@ def build_dataset(root: Path, every: int, size: int, train_end: int, test_start:
         if video_row["status"] != "ok" or not rows:
             raise SystemExit(f"extract failed on {video_row['path']}: {video_row.get('error')}")
         for r in rows:
-            r["split"] = split_of(r["frame_index"], train_end, test_start)
+            r["split"] = assign(r["frame_index"])
+        rows = [r for r in rows if r["split"] is not None]
         write_part_atomic(rows_to_table(rows, FACES_SCHEMA), part_path(root, "faces", video_row["video_id"]))
         write_part_atomic(rows_to_table([video_row], VIDEOS_SCHEMA), part_path(root, "videos", video_row["video_id"]))
     record_stage(root, "extract", cfg.output_params())
@@ -80,15 +98,30 @@ def main() -> None:
                     help="add pair masks (dfpipe masks) so M2TR's segmentation loss is supervised")
     ap.add_argument("--train-end", type=int, default=200)
     ap.add_argument("--test-start", type=int, default=230)
+    ap.add_argument("--split", choices=["contiguous", "blocks"], default="contiguous")
+    ap.add_argument("--block", type=int, default=40, help="frames per block (--split blocks)")
+    ap.add_argument("--guard", type=int, default=10, help="frames dropped at the start of each block")
+    ap.add_argument("--pattern", default="train,val,train,test", help="splits of consecutive blocks, repeated")
     args = ap.parse_args()
+    if args.split == "blocks":
+        pattern = args.pattern.split(",")
+        if not set(pattern) <= {"train", "val", "test"} or not {"train", "val", "test"} <= set(pattern):
+            raise SystemExit(f"--pattern must name train, val and test only: {args.pattern!r}")
+        if not 0 <= args.guard < args.block:
+            raise SystemExit("--guard must be at least 0 and less than --block")
+        assign = lambda f: block_split_of(f, args.block, args.guard, pattern)  # noqa: E731
+        split_tag = f"blocks-{args.block}-{args.guard}-{'-'.join(p[:2] for p in pattern)}"
+    else:
+        assign = lambda f: split_of(f, args.train_end, args.test_start)  # noqa: E731
+        split_tag = f"contiguous-{args.train_end}-{args.test_start}"
 
     lrs = {k: float(v) for k, v in (item.split("=", 1) for item in args.lr)}
     from dfpipe.train.data import load_index
     from dfpipe.train.evaluate import evaluate
     from dfpipe.train.trainer import train
 
-    ds = args.out / "dataset"
-    info = build_dataset(ds, args.every, args.size, args.train_end, args.test_start)
+    ds = args.out / f"dataset-{split_tag}-every{args.every}-{args.size}px"
+    info = build_dataset(ds, args.every, args.size, assign)
     if args.masks:
         from dfpipe.pipeline.pairmask import make_masks
 
