@@ -7,6 +7,7 @@ plain softmax-matrix version.
 
     .venv/bin/python bench/train_step.py                 # all configurations
     .venv/bin/python bench/train_step.py --only m2tr mat  # a subset
+    .venv/bin/python bench/train_step.py --pairs m2tr:effnet_b4@320 --repeats 3  # interleaved
 """
 
 from __future__ import annotations
@@ -73,11 +74,10 @@ def build(name: str, size: int):
     return net, lambda x, t, m: net(x, target=t)["loss"]
 
 
-def worker(name: str, repeats: int) -> None:
+def make_step(name: str):
+    """-> (model, a callable doing one timed unit: fwd+bwd+SGD, or an eval forward)."""
     import torch
 
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
     size = CONFIGS[name][1]
     net, step = build(name, size)
     opt = torch.optim.SGD(net.parameters(), lr=5e-4, momentum=0.9)
@@ -85,23 +85,59 @@ def worker(name: str, repeats: int) -> None:
     target = torch.tensor([0.0, 1.0] * (BATCH // 2))
     mask = torch.zeros(BATCH, 1, size, size)
     mask[1::2, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
-    times, cpu = [], []
-    for i in range(repeats + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def one() -> None:
         if name == "m2tr_eval":
             with torch.no_grad():
                 step(x, target, mask)
-        else:
-            loss = step(x, target, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            return
+        loss = step(x, target, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return net, one
+
+
+def worker(name: str, repeats: int) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    net, one = make_step(name)
+    times, cpu = [], []
+    for i in range(repeats + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        one()
         if i:  # the first step is a warm-up
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     params = sum(p.numel() for p in net.parameters())
     print(json.dumps({"name": name, "times": times, "cpu": cpu, "peak_rss_gib": peak_rss_gib(),
                       "params": params}))
+
+
+def interleaved(pair: str, rounds: int) -> None:
+    """Alternate steps of two configurations in one process: on a machine shared with other
+    work, the per-round time ratio cancels the load drift that separate runs suffer."""
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    a, b = pair.split(":")
+    steps = {n: make_step(n)[1] for n in (a, b)}
+    for one in steps.values():
+        one()  # warm-up
+    ratios = []
+    for r in range(rounds):
+        t = {}
+        for n, one in steps.items():
+            t0 = time.perf_counter()
+            one()
+            t[n] = time.perf_counter() - t0
+        ratios.append(t[a] / t[b])
+        print(f"  round {r}: {a} {t[a]:.1f} s, {b} {t[b]:.1f} s, ratio {ratios[-1]:.2f}", flush=True)
+    print(f"{a} / {b}: median time ratio x{statistics.median(ratios):.2f} over {rounds} interleaved rounds")
 
 
 def run(name: str, repeats: int) -> dict:
@@ -117,10 +153,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--pairs", nargs="*", metavar="A:B",
+                    help="instead: time A against B with interleaved steps in one process")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.repeats)
+        return
+    if args.pairs:
+        for pair in args.pairs:
+            interleaved(pair, args.repeats)
         return
     results = {}
     for name in args.only:
