@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,15 @@ class _Selector:
 # ----------------------------------------------------------------------------- opening
 
 
+def _set_threads(stream) -> None:
+    """FFmpeg frame threads: automatic, or `$DFPIPE_DECODE_THREADS` (Dask workers set 1:
+    one process per core, one thread each)."""
+    stream.thread_type = "AUTO"
+    n = int(os.environ.get("DFPIPE_DECODE_THREADS", "0") or 0)
+    if n > 0:
+        stream.thread_count = n
+
+
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise DecodeError("unreadable", f"{path}: no such file")
@@ -284,7 +294,7 @@ def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     container, stream = _open(path)
     try:
-        stream.thread_type = "AUTO"
+        _set_threads(stream)
         first = None
         try:
             first = next(container.decode(stream), None)
@@ -391,7 +401,7 @@ def _iter_pyav_linear(
 
     selector = _Selector(sampling, info.n_frames, info.fps)
     container, stream = _open(path)
-    stream.thread_type = "AUTO"
+    _set_threads(stream)
     index = -1
     packet_end = 0  # byte offset where the last demuxed packet ends: tells cut from corrupt
     try:
@@ -485,7 +495,7 @@ def _iter_pyav_seeking(
 
     position = {p: i for i, p in enumerate(plan.pts)}
     container, stream = _open(path)
-    stream.thread_type = "AUTO"
+    _set_threads(stream)
     try:
         frames = container.decode(stream)
         for wanted, key in zip(plan.wanted, plan.seek_to):

@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
@@ -239,16 +241,20 @@ def _face_row(
 
 def iter_video_faces(
     path: Path, video_id: str, config: ExtractConfig, prior: dict | None = None, source_faces: pa.Table | None = None,
-    stats: dict | None = None,
+    stats: dict | None = None, decode_ahead: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Face rows of one video, streamed in frame order (tracks unfiltered).
 
-    `stats` (if given) receives `n_sampled`. Raises DecodeError for bad files.
+    `stats` (if given) receives `n_sampled`. `decode_ahead` decodes the next frames in a
+    thread while the detector runs (off on single-threaded Dask workers). Raises
+    DecodeError for bad files.
     """
     prior = prior or {}
     stats = stats if stats is not None else {}
     stats["n_sampled"] = 0
     frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
+    if decode_ahead:
+        frames = prefetch(frames, config.batch_size)
     reuse = _frame_faces_from_source(source_faces)
     if reuse is not None:
         for frame in frames:
@@ -290,6 +296,51 @@ def _chain_end(frames: Iterator) -> Iterator:
     yield None
 
 
+def prefetch(items: Iterator, depth: int) -> Iterator:
+    """Run `items` in a background thread, at most `depth` ahead.
+
+    FFmpeg decodes without holding the GIL, so the next frames decode while the detector
+    works on the current batch; the bounded queue keeps memory flat. Exceptions (a
+    truncated file after some frames) reach the consumer in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="dfpipe-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
 def _video_row(job: VideoJob, root: Path, info: VideoInfo | None, **values: Any) -> dict[str, Any]:
     prior = dict(job.prior)
     row = {k: prior.get(k) for k in ("label", "dataset", "method", "compression", "source_video_id", "target_video_id", "split", "meta")}
@@ -326,7 +377,9 @@ def process_video(
     return video_row, faces
 
 
-def _run_video(job: VideoJob, config: ExtractConfig, root: Path, source_faces: pa.Table | None, sink) -> dict[str, Any]:
+def _run_video(
+    job: VideoJob, config: ExtractConfig, root: Path, source_faces: pa.Table | None, sink, decode_ahead: bool = True
+) -> dict[str, Any]:
     """Probe + stream faces into `sink`; returns the videos row (errors as rows)."""
     start = time.perf_counter()
     info = None
@@ -335,7 +388,7 @@ def _run_video(job: VideoJob, config: ExtractConfig, root: Path, source_faces: p
         if source_faces is not None and source_faces.num_rows:
             source_faces = _pair_compatible(job, info, source_faces, root)
         stats: dict[str, Any] = {}
-        for face in iter_video_faces(job.path, job.video_id, config, job.prior, source_faces, stats):
+        for face in iter_video_faces(job.path, job.video_id, config, job.prior, source_faces, stats, decode_ahead):
             sink(face)
         meta = json.loads(job.prior.get("meta") or "{}")
         if job.prior.get("_pair_note"):
@@ -421,7 +474,7 @@ def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, thread
             buffer.clear()
 
     try:
-        row = _run_video(job, config, root, source_faces, sink)
+        row = _run_video(job, config, root, source_faces, sink, decode_ahead=threads != 1)
         if buffer:
             writer.write_table(rows_to_table(buffer, FACES_SCHEMA))
         writer.close()

@@ -41,6 +41,7 @@ def set_worker_threads(n: int = 1) -> None:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     cv2.setNumThreads(n)
+    os.environ["DFPIPE_DECODE_THREADS"] = str(n)
 
 
 @contextlib.contextmanager
