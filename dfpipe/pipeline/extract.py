@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -231,7 +232,7 @@ def _face_row(
         "crop": config.crop,
         "size": int(config.size),
         "image_format": config.image_format,
-        "image": encode_image(crop, config.image_format, config.jpeg_quality),
+        "image": crop,  # encoded by _encoded_rows
         "mask": None,
         "mask_source": None,
         "label": prior.get("label") or "unknown",
@@ -249,8 +250,44 @@ def iter_video_faces(
     thread while the detector runs (off on single-threaded Dask workers). Raises
     DecodeError for bad files.
     """
-    prior = prior or {}
     stats = stats if stats is not None else {}
+    rows = _raw_face_rows(path, video_id, config, prior or {}, source_faces, stats, decode_ahead)
+    workers = 1 if decode_ahead else 0
+    yield from _encoded_rows(rows, config, workers)
+
+
+def _encoded_rows(rows: Iterator[dict[str, Any]], config: ExtractConfig, workers: int) -> Iterator[dict[str, Any]]:
+    """Encode each row's crop (PNG costs about as much per face as detection per frame).
+
+    With `workers`, encoding runs in a thread (OpenCV releases the GIL) while the next
+    frames are detected; rows still come out in order and at most a few batches ahead.
+    """
+    if not workers:
+        for row in rows:
+            row["image"] = encode_image(row["image"], config.image_format, config.jpeg_quality)
+            yield row
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfpipe-encode") as pool:
+        for row in rows:
+            pending.append((row, pool.submit(encode_image, row["image"], config.image_format, config.jpeg_quality)))
+            while pending and (pending[0][1].done() or len(pending) > 4 * config.batch_size):
+                done_row, fut = pending.popleft()
+                done_row["image"] = fut.result()
+                yield done_row
+        while pending:
+            done_row, fut = pending.popleft()
+            done_row["image"] = fut.result()
+            yield done_row
+
+
+def _raw_face_rows(
+    path: Path, video_id: str, config: ExtractConfig, prior: dict, source_faces: pa.Table | None, stats: dict,
+    decode_ahead: bool,
+) -> Iterator[dict[str, Any]]:
+    """Face rows with the crop as an array, in frame order."""
     stats["n_sampled"] = 0
     frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
     if decode_ahead:
