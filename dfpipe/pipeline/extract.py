@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dfpipe.manifests.parts import list_parts, part_keys, part_path, read_table, rows_to_table, write_part_atomic
@@ -104,6 +105,13 @@ class ExtractConfig:
     def output_params(self) -> dict[str, Any]:
         """The parameters a resumed run must share with the first one."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.SPEED_ONLY}
+
+
+class DetectorFailed(RuntimeError):
+    """The face detector raised (loading or inference): the video gets a `detector_error` row."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
 
 
 @dataclass
@@ -303,8 +311,11 @@ def _raw_face_rows(
 
     from dfpipe.pipeline.detect import load_detector
 
-    detector = load_detector(config.detector, config.weights, config.device, config.max_side,
-                             config.score_threshold, config.nms_threshold, config.batch_size)
+    try:
+        detector = load_detector(config.detector, config.weights, config.device, config.max_side,
+                                 config.score_threshold, config.nms_threshold, config.batch_size)
+    except Exception as exc:
+        raise DetectorFailed(exc) from exc
     tracker = Tracker(smooth=config.smooth)
 
     def finished(tracked: Iterable[TrackedFrame]) -> Iterator[dict[str, Any]]:
@@ -319,7 +330,11 @@ def _raw_face_rows(
             stats["n_sampled"] += 1
             batch.append(frame)
         if batch and (frame is None or len(batch) >= config.batch_size):
-            for fr, det in zip(batch, detector.detect([f.image for f in batch])):
+            try:
+                detections = detector.detect([f.image for f in batch])
+            except Exception as exc:
+                raise DetectorFailed(exc) from exc
+            for fr, det in zip(batch, detections):
                 side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
                 keep = side >= config.min_face
                 yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep]))
@@ -408,7 +423,10 @@ def process_video(
     job = VideoJob(Path(path), (row or {}).get("video_id") or video_content_id(path), dict(row or {}))
     faces: list[dict[str, Any]] = []
     video_row = _run_video(job, config, Path(root), source_faces, faces.append)
-    keep = _selected_tracks(_track_stats(faces), config)
+    tally = _TrackTally()
+    for face in faces:
+        tally.add(face)
+    keep = tally.selected(config)
     faces = [f for f in faces if f["track_id"] in keep]
     video_row.update(n_faces=len(faces), n_tracks=len(keep))
     return video_row, faces
@@ -434,10 +452,12 @@ def _run_video(
         return _video_row(job, root, info, status="ok", n_sampled=stats["n_sampled"], meta=json.dumps(meta, sort_keys=True))
     except DecodeError as exc:
         return _video_row(job, root, info, status="error", error_code=exc.code, error=exc.message)
-    except Exception as exc:  # a detector / library failure must not stop the run
-        code = "detector_error" if "detect" in type(exc).__module__ or "retinaface" in type(exc).__module__ else "internal"
+    except DetectorFailed as exc:
+        log.error("detector failed on %s: %s", job.path, exc)
+        return _video_row(job, root, info, status="error", error_code="detector_error", error=str(exc))
+    except Exception as exc:  # a bug must not stop the run either: an `internal` row, with the traceback logged
         log.exception("extract failed on %s", job.path)
-        return _video_row(job, root, info, status="error", error_code=code, error=f"{type(exc).__name__}: {exc}")
+        return _video_row(job, root, info, status="error", error_code="internal", error=f"{type(exc).__name__}: {exc}")
 
 
 def _probe_checked(path: Path, config: ExtractConfig) -> VideoInfo:
@@ -454,7 +474,7 @@ def _probe_checked(path: Path, config: ExtractConfig) -> VideoInfo:
 def _pair_compatible(job: VideoJob, info: VideoInfo, source_faces: pa.Table, root: Path) -> pa.Table | None:
     """Use the source's geometry only when the fake has the source's size and length."""
     src_id = job.prior.get("source_video_id")
-    src = read_table(root, "videos", VIDEOS_SCHEMA, filter=pa.compute.field("video_id") == src_id).to_pylist()
+    src = read_table(root, "videos", VIDEOS_SCHEMA, filter=pc.field("video_id") == src_id).to_pylist()
     if not src:
         return None
     s = src[0]
@@ -469,15 +489,21 @@ def _pair_compatible(job: VideoJob, info: VideoInfo, source_faces: pa.Table, roo
     return source_faces
 
 
-def _track_stats(faces: Iterable[dict[str, Any]]) -> dict[int, tuple[int, float]]:
-    acc: dict[int, list[float]] = {}
-    for f in faces:
-        acc.setdefault(f["track_id"], []).append((f["x2"] - f["x1"]) * (f["y2"] - f["y1"]))
-    return {t: (len(a), float(np.mean(a))) for t, a in acc.items()}
+class _TrackTally:
+    """Faces and face areas per track, counted as rows stream past, for track selection."""
 
+    def __init__(self) -> None:
+        self._areas: dict[int, list[float]] = {}
 
-def _selected_tracks(stats: dict[int, tuple[int, float]], config: ExtractConfig) -> set[int]:
-    return select_tracks(stats, config.keep, config.max_tracks, config.min_track_len)
+    def add(self, face: dict[str, Any]) -> None:
+        self._areas.setdefault(face["track_id"], []).append((face["x2"] - face["x1"]) * (face["y2"] - face["y1"]))
+
+    def stats(self) -> dict[int, tuple[int, float]]:
+        """{track_id: (n_faces, mean_area)}"""
+        return {t: (len(a), float(np.mean(a))) for t, a in self._areas.items()}
+
+    def selected(self, config: ExtractConfig) -> set[int]:
+        return select_tracks(self.stats(), config.keep, config.max_tracks, config.min_track_len)
 
 
 def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, threads: int | None = None) -> dict[str, Any]:
@@ -501,11 +527,11 @@ def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, thread
     source_faces = _load_source_faces(job, root)
     writer = pq.ParquetWriter(tmp, FACES_SCHEMA, compression="zstd")
     buffer: list[dict[str, Any]] = []
-    areas: dict[int, list[float]] = {}
+    tally = _TrackTally()
 
     def sink(face: dict[str, Any]) -> None:
         buffer.append(face)
-        areas.setdefault(face["track_id"], []).append((face["x2"] - face["x1"]) * (face["y2"] - face["y1"]))
+        tally.add(face)
         if len(buffer) >= _ROWS_PER_GROUP:
             writer.write_table(rows_to_table(buffer, FACES_SCHEMA))
             buffer.clear()
@@ -516,15 +542,15 @@ def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, thread
             writer.write_table(rows_to_table(buffer, FACES_SCHEMA))
         writer.close()
         if row["status"] == "ok":
-            stats = {t: (len(a), float(np.mean(a))) for t, a in areas.items()}
-            keep = _selected_tracks(stats, config)
+            stats = tally.stats()
+            keep = tally.selected(config)
             n_faces = sum(stats[t][0] for t in keep)
             final = part_path(root, "faces", job.video_id)
             if keep == set(stats):
                 os.replace(tmp, final)
             else:
                 table = pq.read_table(tmp)
-                write_part_atomic(table.filter(pa.compute.is_in(table["track_id"], pa.array(sorted(keep), pa.int32()))), final)
+                write_part_atomic(table.filter(pc.is_in(table["track_id"], pa.array(sorted(keep), pa.int32()))), final)
             row.update(n_faces=n_faces, n_tracks=len(keep))
         else:
             part_path(root, "faces", job.video_id).unlink(missing_ok=True)

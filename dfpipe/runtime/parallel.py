@@ -83,7 +83,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
                 os.environ[k] = v
 
 
-def _progress(total: int, description: str, enabled: bool) -> Progress:
+def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -105,7 +105,7 @@ def run_tasks(
     """Run tasks (respecting `after`), return {key: result}. A task that raises is the
     function's bug: per-item functions turn bad input into error rows themselves."""
     results: dict[str, Any] = {}
-    with _progress(len(tasks), description, progress) as bar:
+    with _progress(progress) as bar:
         tid = bar.add_task(description, total=len(tasks))
         if client is None:
             for task in _dependency_order(tasks):
