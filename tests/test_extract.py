@@ -21,7 +21,7 @@ from dfpipe.manifests.parts import read_table, rows_to_table, write_part_atomic,
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.manifests.validate import validate_dataset
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline.extract import ExtractConfig, extract, video_content_id
+from dfpipe.pipeline.extract import ExtractConfig, VideoJob, extract, extract_video, video_content_id
 from dfpipe.pipeline.imagecodec import decode_image
 from dfpipe.pipeline.tracks import box_iou
 from dfpipe.pipeline.videoio import make_audio_only, write_video
@@ -188,6 +188,44 @@ def test_bad_arguments_get_a_message_before_any_work(tmp_path, clips):
     result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(tmp_path / "x"), "--every", "2", "--count", "3"])
     assert result.exit_code == 2 and "choose one frame sampling" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_weights_that_do_not_fit_are_refused_before_any_work(tmp_path, clips):
+    """mobilenet0.25 weights are pinned by hash; ResNet-50 weights (not pinned) are loaded
+    once before the run, so a wrong or broken file is exit 2 with a message, not N rows."""
+    import torch
+
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"body.conv.weight": torch.zeros(8, 3, 3, 3)}, wrong)
+    garbage = tmp_path / "notes.pth"
+    garbage.write_text("these are not weights")
+    cases = (("mobilenet0.25", wrong, "expected 2979b33f"), ("resnet50", wrong, "does not fit RetinaFace resnet50"),
+             ("resnet50", garbage, "not a PyTorch weights file"))
+    for i, (detector, weights, message) in enumerate(cases):
+        out = tmp_path / f"ds{i}"
+        result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(out), "--detector", detector,
+                                     "--weights", str(weights), "--no-progress"])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+        assert not out.exists()
+
+
+def test_detector_failure_on_a_worker_is_an_error_row(tmp_path, clips):
+    """On a cluster a worker may hold other weights than the client checked: the per-video
+    function each worker runs turns a detector that cannot load into a `detector_error` row."""
+    import torch
+
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"body.conv.weight": torch.zeros(8, 3, 3, 3)}, wrong)
+    path = clips["astronaut"]
+    root = tmp_path / "ds"
+    config = ExtractConfig(every=3, size=128, detector="resnet50", weights=str(wrong))
+    result = extract_video(VideoJob(path, video_content_id(path)), config, root)
+    assert result["status"] == "error"
+    (row,) = _videos(root)
+    assert row["status"] == "error" and row["error_code"] == "detector_error"
+    assert "does not fit RetinaFace resnet50" in row["error"]
+    assert list((root / "faces").iterdir()) == []  # no faces part and no temporary file left
 
 
 @pytest.mark.slow

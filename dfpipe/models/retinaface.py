@@ -323,7 +323,10 @@ class RetinaFace(nn.Module):
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a Pytorch_Retinaface checkpoint safely; drop a DataParallel `module.` prefix."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled code
+        raise WeightsError(f"{path} is not a PyTorch weights file: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

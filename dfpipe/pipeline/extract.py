@@ -642,12 +642,16 @@ def extract(
 
 
 def _check_weights(config: ExtractConfig) -> dict[str, str]:
-    """Fail before any work when the detector weights are missing; record their hash."""
+    """Fail before any work when the detector weights are missing or do not fit the
+    network (a WeightsError, exit status 2), rather than with one error row per video;
+    record their hash."""
     if config.detector == "mtcnn":
         return {}
+    from dfpipe.models.retinaface import build_retinaface
     from dfpipe.runtime.weights import resolve_weights, sha256_of
 
     path = resolve_weights(f"retinaface_{config.detector}", config.weights)
+    build_retinaface(config.detector, weights=path)
     return {path.name: sha256_of(path)}
 
 
