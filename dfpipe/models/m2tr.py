@@ -279,7 +279,8 @@ class M2TR(nn.Module):
     @staticmethod
     def seg_loss(mask_logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Pixel BCE against the manipulation mask; reals without a mask use zeros, fakes
-        without one (None or NaN) are left out."""
+        without one (None or NaN) are left out. Written without data-dependent branches or
+        boolean indexing, so `torch.compile` keeps the whole step in one graph."""
         b = mask_logits.shape[0]
         if mask is None:
             mask = torch.zeros_like(mask_logits)
@@ -292,27 +293,28 @@ class M2TR(nn.Module):
                 mask = F.interpolate(mask, size=mask_logits.shape[-2:], mode="bilinear", align_corners=False)
             known = ~torch.isnan(mask.view(b, -1)).any(dim=1)
             mask = torch.nan_to_num(mask, nan=0.0).clamp(0, 1)
-        if not known.any():
-            return mask_logits.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(mask_logits[known], mask[known])
+        per_sample = F.binary_cross_entropy_with_logits(mask_logits, mask, reduction="none").flatten(1).mean(1)
+        weight = known.to(per_sample.dtype)
+        # every sample has the same pixel count: this is the pixel mean over known samples
+        return (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
 
     def contrastive_loss(self, pooled: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cosine centre loss: reals pulled to a running real centre, fakes pushed below
         `con_margin` cosine. The centre is a buffer (all-reduced under DDP)."""
         real = target < 0.5
         with torch.no_grad():
-            stats = all_reduce_sum(torch.cat([pooled[real].sum(0), real.sum().to(pooled.dtype)[None]]))
-            if stats[-1] > 0:
-                mean = stats[:-1] / stats[-1]
-                m = self.cfg.con_momentum
-                new = torch.where(self.center_ready, m * self.real_center + (1 - m) * mean, mean)
-                self.real_center.copy_(new)
-                self.center_ready.fill_(True)
-        if not bool(self.center_ready):
-            return pooled.sum() * 0.0
+            stats = all_reduce_sum(torch.cat([(pooled * real[:, None]).sum(0),
+                                              real.sum().to(pooled.dtype)[None]]))
+            seen = stats[-1] > 0
+            mean = stats[:-1] / stats[-1].clamp(min=1.0)
+            m = self.cfg.con_momentum
+            moved = torch.where(self.center_ready, m * self.real_center + (1 - m) * mean, mean)
+            self.real_center.copy_(torch.where(seen, moved, self.real_center))
+            self.center_ready.copy_(self.center_ready | seen)
         cos = F.cosine_similarity(pooled, self.real_center[None].to(pooled.dtype), dim=1)
-        loss = torch.where(real, 1 - cos, F.relu(cos - self.cfg.con_margin))
-        return loss.mean()
+        loss = torch.where(real, 1 - cos, F.relu(cos - self.cfg.con_margin)).mean()
+        # no real centre yet (no real face seen): nothing to pull towards
+        return torch.where(self.center_ready, loss, pooled.sum() * 0.0)
 
 
 @register_model("m2tr")
