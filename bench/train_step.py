@@ -8,6 +8,7 @@ plain softmax-matrix version.
     .venv/bin/python bench/train_step.py                 # all configurations
     .venv/bin/python bench/train_step.py --only m2tr mat  # a subset
     .venv/bin/python bench/train_step.py --pairs m2tr:effnet_b4@320 --repeats 3  # interleaved
+    .venv/bin/python bench/train_step.py --pairs m2tr+compile:m2tr  # torch.compile vs eager
 """
 
 from __future__ import annotations
@@ -43,42 +44,51 @@ def peak_rss_gib() -> float:
 
 
 def build(name: str, size: int):
-    """-> (module, step function taking (x, target, mask) and returning a loss or None)."""
+    """-> (module, step function taking (x, target, mask) and returning a loss or None).
+    A `+compile` suffix runs the same configuration through `torch.compile` (what
+    `dfpipe train --compile` does); its first step, the build, is reported apart."""
     import timm
     import torch
     import torch.nn.functional as F
 
     from dfpipe.models.registry import create_model
 
+    compiled = name.endswith("+compile")
+    name = name.removesuffix("+compile")
+    wrap = torch.compile if compiled else (lambda m: m)
     if name.startswith("effnet"):
         net = timm.create_model("efficientnet_b4", pretrained=False, num_classes=1)
-        return net, lambda x, t, m: F.binary_cross_entropy_with_logits(net(x).squeeze(1), t)
+        fwd = wrap(net)
+        return net, lambda x, t, m: F.binary_cross_entropy_with_logits(fwd(x).squeeze(1), t)
     if name.startswith("cmf"):
         from dfpipe.models.m2tr import CrossModalityFusion
 
         cmf = CrossModalityFusion(32, scale=(80 * 80 * 32) ** 0.5, plain=name == "cmf_plain")
         feats = [torch.randn(BATCH, 32, 80, 80, requires_grad=True) for _ in range(3)]
-        return cmf, lambda x, t, m: cmf(*feats).square().mean()
+        fwd = wrap(cmf)
+        return cmf, lambda x, t, m: fwd(*feats).square().mean()
     if name.startswith("m2tr"):
         cfg = {"freq": "fft-filter", "attn_scale": "official", "loss": "focal"} if name == "m2tr_fft" else {}
         net = create_model("m2tr", **cfg)
         if name == "m2tr_plain":
             for block in net.blocks:
                 block.cmf.plain = True
+        fwd = wrap(net)
         if name == "m2tr_eval":
             net.eval()
-            return net, lambda x, t, m: net(x)["logit"]
-        return net, lambda x, t, m: net(x, target=t, mask=m)["loss"]
+            return net, lambda x, t, m: fwd(x)["logit"]
+        return net, lambda x, t, m: fwd(x, target=t, mask=m)["loss"]
     cfg = {"mat_official": {"loss": "official"}, "mat_ce": {"agda": "none", "l_ril": 0.0}}.get(name, {})
     net = create_model("mat", **cfg)
-    return net, lambda x, t, m: net(x, target=t)["loss"]
+    fwd = wrap(net)
+    return net, lambda x, t, m: fwd(x, target=t)["loss"]
 
 
 def make_step(name: str):
     """-> (model, a callable doing one timed unit: fwd+bwd+SGD, or an eval forward)."""
     import torch
 
-    size = CONFIGS[name][1]
+    size = CONFIGS[name.removesuffix("+compile")][1]
     net, step = build(name, size)
     opt = torch.optim.SGD(net.parameters(), lr=5e-4, momentum=0.9)
     x = torch.randn(BATCH, 3, size, size)
@@ -87,7 +97,7 @@ def make_step(name: str):
     mask[1::2, :, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
 
     def one() -> None:
-        if name == "m2tr_eval":
+        if name.startswith("m2tr_eval"):
             with torch.no_grad():
                 step(x, target, mask)
             return
@@ -109,12 +119,14 @@ def worker(name: str, repeats: int) -> None:
     for i in range(repeats + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         one()
-        if i:  # the first step is a warm-up
+        if i:  # the first step is a warm-up (and, compiled, the build)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+        else:
+            first = time.perf_counter() - t0
     params = sum(p.numel() for p in net.parameters())
     print(json.dumps({"name": name, "times": times, "cpu": cpu, "peak_rss_gib": peak_rss_gib(),
-                      "params": params}))
+                      "params": params, "first_step_s": first}))
 
 
 def interleaved(pair: str, rounds: int) -> None:
@@ -126,8 +138,10 @@ def interleaved(pair: str, rounds: int) -> None:
     torch.manual_seed(0)
     a, b = pair.split(":")
     steps = {n: make_step(n)[1] for n in (a, b)}
-    for one in steps.values():
-        one()  # warm-up
+    for n, one in steps.items():
+        t0 = time.perf_counter()
+        one()  # warm-up (and, compiled, the build)
+        print(f"  {n}: first step {time.perf_counter() - t0:.1f} s", flush=True)
     ratios = []
     for r in range(rounds):
         t = {}
@@ -152,7 +166,8 @@ def run(name: str, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
+    names = list(CONFIGS) + [f"{n}+compile" for n in CONFIGS]
+    ap.add_argument("--only", nargs="*", choices=names, default=list(CONFIGS))
     ap.add_argument("--pairs", nargs="*", metavar="A:B",
                     help="instead: time A against B with interleaved steps in one process")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -174,11 +189,12 @@ def main() -> None:
         print(f"{name:15s} wall {r['median']:7.2f} s/step ({BATCH / r['median']:5.2f} img/s)  "
               f"cpu {r['cpu_median']:7.2f} s/step  peak RSS {r['peak_rss_gib']:5.2f} GiB  "
               f"params {r['params'] / 1e6:6.2f}M  wall steps {' '.join(f'{t:.1f}' for t in r['times'])}  "
-              f"({CONFIGS[name][0]})", flush=True)
+              f"({CONFIGS[name.removesuffix('+compile')][0]})", flush=True)
     print("\nratios (same run, medians; CPU time is robust to other load on a shared machine):")
     pairs = [("m2tr", "effnet_b4@320"), ("m2tr_fft", "effnet_b4@320"), ("m2tr_plain", "m2tr"),
              ("m2tr_eval", "effnet_b4@320"), ("mat", "effnet_b4@380"), ("mat_official", "effnet_b4@380"),
-             ("mat_ce", "effnet_b4@380"), ("mat_official", "mat"), ("cmf_plain", "cmf_sdpa")]
+             ("mat_ce", "effnet_b4@380"), ("mat_official", "mat"), ("cmf_plain", "cmf_sdpa"),
+             ("m2tr+compile", "m2tr"), ("m2tr+compile", "effnet_b4@320"), ("mat+compile", "mat")]
     for a, b in pairs:
         if "median" in results.get(a, {}) and "median" in results.get(b, {}):
             ra, rb = results[a], results[b]
