@@ -513,9 +513,11 @@ def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, thread
     selection that needs the whole video re-reads that file. The videos row is written
     last, atomically: its presence means the video is finished.
     """
-    if threads:
-        from dfpipe.runtime.parallel import set_worker_threads
+    from dfpipe.runtime.allocator import keep_freed_memory
+    from dfpipe.runtime.parallel import set_worker_threads
 
+    keep_freed_memory()
+    if threads:
         set_worker_threads(threads)
     root = Path(root)
     faces_dir = root / "faces"

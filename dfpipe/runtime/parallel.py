@@ -34,9 +34,14 @@ def default_workers() -> int:
 
 
 def set_worker_threads(n: int = 1) -> None:
-    """One process per core: keep torch / OpenCV from oversubscribing the cores."""
+    """One process per core: keep torch / OpenCV from oversubscribing the cores (and keep
+    freed frame buffers in the process, see runtime/allocator.py)."""
     import cv2
     import torch
+
+    from dfpipe.runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
