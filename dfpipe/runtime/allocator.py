@@ -24,11 +24,13 @@ _done = False
 
 def keep_freed_memory() -> bool:
     """Apply the thresholds once per process; True when they are in effect. A no-op off
-    glibc, and when the user set MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ themselves."""
+    glibc, with DFPIPE_KEEP_FREED_MEMORY=0, and when the user set MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_TRIM_THRESHOLD_ themselves."""
     global _done
     if _done:
         return True
-    if not sys.platform.startswith("linux") or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+    if (not sys.platform.startswith("linux") or os.environ.get("DFPIPE_KEEP_FREED_MEMORY") == "0"
+            or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
