@@ -193,6 +193,12 @@ def test_batched_equals_one_by_one(video_frames, photo):
         assert_same(det, single.detect([image])[0])
     for det in together[:1] + together[2:-1]:
         assert len(det) == 1  # one presenter in every frame of the FF++ video
+    # inputs made ahead (as extract's decode thread does) give the same detections
+    ahead = batched.detect(images, inputs=[batched.detection_input(im) for im in images])
+    for det, det_ahead in zip(together, ahead):
+        assert_same(det, det_ahead, atol=0.0)
+    with pytest.raises(DetectError, match="detection_input"):
+        batched.detect(images[:2], inputs=[images[0], images[1]])  # full-size frames are not inputs
 
 
 def test_input_formats(detector, photo, faces_dir):

@@ -187,10 +187,22 @@ class FaceDetector:
         else:
             self._backend = _RetinaFaceBackend(model, weights, self.device, score_threshold, nms_threshold)
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """One `Detections` per input image, in the same order."""
+    def detection_input(self, image: np.ndarray) -> np.ndarray:
+        """The image as the network sees it (RGB, downscaled to `max_side`): made ahead of
+        `detect`, e.g. in a decoding thread, and handed to it as `inputs`."""
+        frame = as_rgb(image)
+        return self._resized(frame, *detection_size(frame.shape[0], frame.shape[1], self.max_side, self.upscale))
+
+    def detect(self, images: Sequence[np.ndarray], inputs: Sequence[np.ndarray] | None = None) -> list[Detections]:
+        """One `Detections` per input image, in the same order. `inputs` (optional): each
+        image's `detection_input`, already made; boxes still come back in image pixels."""
         frames = [as_rgb(im) for im in images]
         sizes = [detection_size(f.shape[0], f.shape[1], self.max_side, self.upscale) for f in frames]
+        if inputs is not None:
+            if len(inputs) != len(frames) or any(inp.shape[:2] != size for inp, size in zip(inputs, sizes)):
+                raise DetectError("inputs must be the images' detection_input, one per image")
+        else:
+            inputs = [None] * len(frames)  # type: ignore[list-item]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, size in enumerate(sizes):
             groups[size].append(i)  # equal sizes batch directly; nothing is padded
@@ -198,7 +210,7 @@ class FaceDetector:
         for (h, w), members in groups.items():
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start : start + self.batch_size]
-                batch = np.stack([self._resized(frames[i], h, w) for i in chunk])
+                batch = np.stack([inputs[i] if inputs[i] is not None else self._resized(frames[i], h, w) for i in chunk])
                 for i, det in zip(chunk, self._backend(batch)):
                     fh, fw = frames[i].shape[:2]
                     results[i] = det if (h, w) == (fh, fw) else det.scaled(fw / w, fh / h)

@@ -12,6 +12,8 @@ and matrices (`source_faces`), so real and fake crops line up pixel for pixel.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import logging
@@ -260,8 +262,31 @@ def iter_video_faces(
     """
     stats = stats if stats is not None else {}
     rows = _raw_face_rows(path, video_id, config, prior or {}, source_faces, stats, decode_ahead)
-    workers = 1 if decode_ahead else 0
-    yield from _encoded_rows(rows, config, workers)
+    if not decode_ahead:
+        yield from _encoded_rows(rows, config, 0)
+        return
+    with _torch_beside_pipeline():
+        yield from _encoded_rows(rows, config, 1)
+
+
+@contextlib.contextmanager
+def _torch_beside_pipeline() -> Iterator[None]:
+    """Leave one core to the decode and encode threads while the detector runs.
+
+    With every core in torch's thread pool, those threads pre-empt a torch thread and each
+    parallel op waits for it; the small detector gains only ~1.35x from its second thread
+    on 2 cores, so giving that core to decoding and PNG encoding is faster overall
+    (bench/extract.py part c). The caller's setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before > 1:
+        torch.set_num_threads(before - 1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _encoded_rows(rows: Iterator[dict[str, Any]], config: ExtractConfig, workers: int) -> Iterator[dict[str, Any]]:
@@ -298,11 +323,9 @@ def _raw_face_rows(
     """Face rows with the crop as an array, in frame order."""
     stats["n_sampled"] = 0
     frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
-    if decode_ahead:
-        frames = prefetch(frames, config.batch_size)
     reuse = _frame_faces_from_source(source_faces)
     if reuse is not None:
-        for frame in frames:
+        for frame in prefetch(frames, config.batch_size) if decode_ahead else frames:
             stats["n_sampled"] += 1
             for r in reuse.get(frame.index, ()):
                 yield _face_row(video_id, frame, r["track_id"], r["score"], (r["x1"], r["y1"], r["x2"], r["y2"]),
@@ -324,17 +347,22 @@ def _raw_face_rows(
                 matrix = crop_matrix(config.crop, face.box, face.landmarks, config.size, config.margin)
                 yield _face_row(video_id, tf.payload, face.track_id, face.score, face.box, face.landmarks, matrix, config, prior)
 
+    # each frame with its downscaled detector input; decoding ahead, the downscale runs in
+    # the decode thread too, off the detector's path
+    prepared = ((frame, detector.detection_input(frame.image)) for frame in frames)
+    if decode_ahead:
+        prepared = prefetch(prepared, config.batch_size)
     batch = []
-    for frame in _chain_end(frames):
-        if frame is not None:
+    for item in _chain_end(prepared):
+        if item is not None:
             stats["n_sampled"] += 1
-            batch.append(frame)
-        if batch and (frame is None or len(batch) >= config.batch_size):
+            batch.append(item)
+        if batch and (item is None or len(batch) >= config.batch_size):
             try:
-                detections = detector.detect([f.image for f in batch])
+                detections = detector.detect([f.image for f, _ in batch], inputs=[small for _, small in batch])
             except Exception as exc:
                 raise DetectorFailed(exc) from exc
-            for fr, det in zip(batch, detections):
+            for (fr, _), det in zip(batch, detections):
                 side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
                 keep = side >= config.min_face
                 yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep]))
