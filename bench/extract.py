@@ -120,6 +120,7 @@ def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dic
                 _extract_with_client(extract, [inputs], out, config, client)
                 times.append(time.perf_counter() - t0)
         result[f"{workers}_worker_s"] = statistics.median(times)
+        result[f"{workers}_worker_runs"] = times
     result["speedup"] = result["1_worker_s"] / result["2_worker_s"]
     return result
 
@@ -204,7 +205,8 @@ def main() -> None:
         report["d"] = part_d(videos, args.every, work, args.repeats)
         d = report["d"]
         print(f"(d) 4 videos: 1 worker {d['1_worker_s']:.1f}s, 2 workers {d['2_worker_s']:.1f}s, "
-              f"speed-up {d['speedup']:.2f} (target >= 1.7)")
+              f"speed-up {d['speedup']:.2f} (target >= 1.7); runs: 1 worker "
+              f"{' '.join(f'{t:.1f}' for t in d['1_worker_runs'])}, 2 workers {' '.join(f'{t:.1f}' for t in d['2_worker_runs'])}")
     if "e" in args.parts:
         report["e"] = part_e(videos, args.every_long)
         for r in report["e"]:

@@ -158,3 +158,15 @@ def test_detect_on_a_real_photo(mobilenet, faces_dir):
     low = mobilenet.detect(mobilenet.preprocess(image[None]), score_threshold=0.02)[0]
     assert torch.all(low.scores[:-1] >= low.scores[1:])
     torch.testing.assert_close(low.boxes[0], raw[0].boxes[0])
+
+
+def test_nms_matches_torchvision():
+    from dfpipe.models.retinaface import nms
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (0, 1, 5, 200):
+        xy = torch.rand(n, 2, generator=gen) * 100
+        boxes = torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=gen) * 40], dim=1)
+        scores = torch.rand(n, generator=gen)
+        for threshold in (0.3, 0.4, 0.7):
+            assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))

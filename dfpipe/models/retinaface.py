@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from dfpipe.models.registry import register_model
 from dfpipe.runtime.weights import WeightsError, resolve_weights
@@ -83,6 +83,8 @@ class ResNet50Body(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        import torchvision  # only here: importing it costs ~3 s (torch._dynamo), see nms()
+
         net = torchvision.models.resnet50(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
@@ -313,9 +315,27 @@ class RetinaFace(nn.Module):
             p = priors[idx]
             boxes = decode_boxes(loc[b][idx], p, self.cfg.variance) * scale.repeat(2)
             points = decode_landmarks(landm[b][idx], p, self.cfg.variance) * scale
-            kept = torchvision.ops.nms(boxes, s, nms_threshold)[:max_detections]
+            kept = nms(boxes, s, nms_threshold)[:max_detections]
             out.append(RawDetections(boxes[kept].float(), s[kept].float(), points[kept].float()))
         return out
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression, the same rule as `torchvision.ops.nms` (drop a box
+    whose IoU with a kept higher-scoring one exceeds the threshold): indices kept, by
+    decreasing score. OpenCV's implementation, because importing torchvision pulls in
+    torch._dynamo and adds ~3 s to every worker process that detects faces."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    b = boxes.detach().float().cpu().numpy()
+    xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    # OpenCV wants non-negative scores: rank by score instead (same order, any score range)
+    order = np.argsort(-scores.detach().float().cpu().numpy(), kind="stable")
+    rank = np.empty(len(order), np.float32)
+    rank[order] = np.arange(len(order), 0, -1)
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), rank.tolist(), 0.0, float(iou_threshold)), np.int64).reshape(-1)
+    keep = keep[np.argsort(-rank[keep], kind="stable")]
+    return torch.from_numpy(keep).to(boxes.device)
 
 
 # --------------------------------------------------------------------------- weights and constructors

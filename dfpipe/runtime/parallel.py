@@ -65,13 +65,23 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         finally:
             client.close()
         return
+    import dask
+
+    from dfpipe.runtime.allocator import worker_environ
+
     n = workers or default_workers()
     # worker processes inherit the environment: one OpenMP/MKL thread each
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # the nanny sets its own variables when it spawns a worker (MALLOC_TRIM_THRESHOLD_=65536
+    # among them): ours replace those, see runtime/allocator.py
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_environ()}
     try:
-        with LocalCluster(
+        # Dask's statistical profiler samples each worker's stack every 10 ms: time taken
+        # from single-threaded CPU work, for a dashboard we do not start
+        settings = {"distributed.nanny.pre-spawn-environ": spawn_env, "distributed.worker.profile.enabled": False}
+        with dask.config.set(settings), LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
