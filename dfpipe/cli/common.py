@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 console = Console()
@@ -20,7 +21,9 @@ EXIT_BAD_ARGS = 2
 
 
 def fail(message: str, code: int = EXIT_BAD_ARGS) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: a long path stays on one line (copyable, greppable); escape: a message
+    # holding [brackets] is text, not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
