@@ -61,9 +61,13 @@ def _same_result(a: Path, b: Path) -> None:
 
 
 def test_clips_tracks_and_crops(clips, tmp_path):
+    import torch
+
     out = tmp_path / "ds"
+    threads = torch.get_num_threads()
     summary = extract(list(clips.values()), out, FAST, workers=0, progress=False)
     assert summary.n_ok == 3 and summary.n_errors == 0
+    assert torch.get_num_threads() == threads  # the serial path lends a core to its threads, then gives it back
     videos = {Path(r["path"]).name: r for r in _videos(out)}
     assert videos["two.mp4"]["n_tracks"] == 2
     assert videos["astronaut.mp4"]["n_tracks"] == 1
