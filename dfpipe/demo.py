@@ -42,7 +42,7 @@ def contact_sheet(dataset: str | Path, out_png: str | Path, per_video: int = 6, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfpipe.cli.common import console
+    from dfpipe.cli.common import console, print_error
     from dfpipe.cli.extract import print_summary
     from dfpipe.media.faceclips import make_demo_videos
     from dfpipe.pipeline.extract import ExtractConfig, extract
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = extract([args.out / "videos"], args.out / "ds", ExtractConfig(every=5), workers=args.workers)
     except WeightsError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        print_error(str(exc))
         return 2
     print_summary(summary)
     sheet = contact_sheet(args.out / "ds", args.out / "contact_sheet.png")

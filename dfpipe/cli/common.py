@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,10 +20,14 @@ EXIT_INPUT_FAILED = 1
 EXIT_BAD_ARGS = 2
 
 
-def fail(message: str, code: int = EXIT_BAD_ARGS) -> NoReturn:
-    # soft_wrap: a long path stays on one line (copyable, greppable); escape: a message
-    # holding [brackets] is text, not rich markup
+def print_error(message: str) -> None:
+    """`error: message` on stderr. soft_wrap: a long path stays on one line (copyable,
+    greppable); escape: a message holding [brackets] is text, not rich markup."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_BAD_ARGS) -> NoReturn:
+    print_error(message)
     raise typer.Exit(code)
 
 

@@ -13,7 +13,6 @@ and matrices (`source_faces`), so real and fake crops line up pixel for pixel.
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import json
 import logging
@@ -544,9 +543,10 @@ def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, thread
     from dfpipe.runtime.allocator import keep_freed_memory
     from dfpipe.runtime.parallel import set_worker_threads
 
-    keep_freed_memory()
     if threads:
-        set_worker_threads(threads)
+        set_worker_threads(threads)  # keeps freed memory too
+    else:
+        keep_freed_memory()
     root = Path(root)
     faces_dir = root / "faces"
     faces_dir.mkdir(parents=True, exist_ok=True)
