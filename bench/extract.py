@@ -1,5 +1,6 @@
 """Extract benchmark: (a) decode, (b) detector, (c) full extract on 720p and 1080p;
-(d) 2 workers vs 1 on several videos; (e) peak memory per worker vs video length.
+(d) 2 workers vs 1 on several videos, (w) the same as whole commands, (i) an idle
+cluster's housekeeping CPU; (e) peak memory per worker vs video length; (p) PNG strategies.
 
     .venv/bin/python bench/extract.py [--repeats 3] [--skip-long]
 
@@ -11,6 +12,7 @@ Prints a table per part; figures go to docs/benchmarks.md. Targets (issue 2):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -93,21 +95,27 @@ def part_abc(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
     return rows
 
 
+def four_videos(videos: dict[str, Path], work: Path) -> Path:
+    """A folder of 4 copies of the 720p video, distinct files (distinct content ids)."""
+    from dfpipe.pipeline.videoio import run_ffmpeg
+
+    inputs = work / "four"
+    inputs.mkdir(exist_ok=True)
+    for i in range(4):
+        dst = inputs / f"v{i}.mp4"
+        if not dst.exists():
+            run_ffmpeg(["-y", "-loglevel", "error", "-i", str(videos["720p"]), "-c", "copy",
+                        "-metadata", f"comment=copy{i}", str(dst)])
+    return inputs
+
+
 def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dict:
     """Wall time of a 4-video run on a LocalCluster of 1 and of 2 workers (cluster start
     excluded), in back-to-back rounds; the speed-up is the median of the rounds' ratios."""
     from dfpipe.pipeline.extract import ExtractConfig, extract
     from dfpipe.runtime.parallel import dask_client
 
-    inputs = work / "four"
-    inputs.mkdir(exist_ok=True)
-    for i in range(4):  # four distinct files (distinct content ids)
-        dst = inputs / f"v{i}.mp4"
-        if not dst.exists():
-            from dfpipe.pipeline.videoio import run_ffmpeg
-
-            run_ffmpeg(["-y", "-loglevel", "error", "-i", str(videos["720p"]), "-c", "copy",
-                        "-metadata", f"comment=copy{i}", str(dst)])
+    inputs = four_videos(videos, work)
     config = ExtractConfig(every=every)
     runs: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):  # rounds of a 1-worker then a 2-worker run: one ratio per round
@@ -124,6 +132,64 @@ def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dic
     result.update({f"{w}_worker_runs": runs[w] for w in (1, 2)}, round_ratios=ratios)
     result["speedup"] = statistics.median(ratios)
     return result
+
+
+def part_w(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dict:
+    """The whole `dfpipe extract` command on the same 4 videos with --workers 1 and 2:
+    what a user waits for, cluster start-up, worker imports and shut-down included."""
+    inputs = four_videos(videos, work)
+    cli = [sys.executable, "-m", "dfpipe", "extract", str(inputs), "--every", str(every), "--no-progress"]
+    runs: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for workers in (1, 2):
+            out = work / f"w_{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run([*cli, "--out", str(out), "--workers", str(workers)], check=True, capture_output=True)
+            runs[workers].append(time.perf_counter() - t0)
+    ratios = [a / b for a, b in zip(runs[1], runs[2])]
+    return {"1_worker_s": statistics.median(runs[1]), "2_worker_s": statistics.median(runs[2]),
+            "1_worker_runs": runs[1], "2_worker_runs": runs[2], "round_ratios": ratios, "speedup": statistics.median(ratios)}
+
+
+def part_i(seconds: float, repeats: int) -> list[dict]:
+    """CPU an idle 2-worker LocalCluster spends on housekeeping (scheduler, nannies and
+    client in this process, plus the two workers): Dask's defaults vs dfpipe's settings.
+    On 2 busy cores, that CPU comes out of the workers' video time."""
+    import psutil
+    from distributed import Client, LocalCluster
+
+    from dfpipe.runtime.parallel import dask_client
+
+    def cpu_seconds() -> float:
+        procs = [psutil.Process()] + psutil.Process().children(recursive=True)
+        return sum(sum(p.cpu_times()[:4]) for p in procs)
+
+    def defaults():
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        return _closing(cluster, Client(cluster))
+
+    rows = []
+    for label, start in (("dask defaults", defaults), ("dfpipe", lambda: dask_client(2))):
+        samples = []
+        for _ in range(repeats):
+            with start() as client:
+                client.run(lambda: None)
+                time.sleep(1.0)
+                c0 = cpu_seconds()
+                time.sleep(seconds)
+                samples.append(cpu_seconds() - c0)
+        rows.append({"settings": label, "seconds": seconds, "cpu_s": statistics.median(samples), "runs": samples})
+    return rows
+
+
+@contextlib.contextmanager
+def _closing(cluster, client):
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
 
 
 def _extract_with_client(extract, inputs, out, config, client):
@@ -189,7 +255,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--every-long", type=int, default=25, help="sampling for part (e): one frame a second")
     parser.add_argument("--skip-long", action="store_true", help="skip the 1- and 10-minute videos of part (e)")
-    parser.add_argument("--parts", default="abcdep")
+    parser.add_argument("--parts", default="abcdwiep")
     args = parser.parse_args()
     work = Path(os.environ.get("DFPIPE_BENCH_DIR", REPO / "bench_out" / "extract"))
     work.mkdir(parents=True, exist_ok=True)
@@ -209,6 +275,16 @@ def main() -> None:
               f"speed-up {d['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in d['round_ratios'])} "
               f"(target >= 1.7); runs: 1 worker "
               f"{' '.join(f'{t:.1f}' for t in d['1_worker_runs'])}, 2 workers {' '.join(f'{t:.1f}' for t in d['2_worker_runs'])}")
+    if "w" in args.parts:
+        report["w"] = part_w(videos, args.every, work, args.repeats)
+        w = report["w"]
+        print(f"(w) whole command, 4 videos: 1 worker {w['1_worker_s']:.1f}s, 2 workers {w['2_worker_s']:.1f}s, "
+              f"speed-up {w['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in w['round_ratios'])}")
+    if "i" in args.parts:
+        report["i"] = part_i(20.0, args.repeats)
+        for r in report["i"]:
+            print(f"(i) idle 2-worker cluster, {r['settings']}: {r['cpu_s']:.2f} s CPU in {r['seconds']:.0f} s "
+                  f"(runs {' '.join(f'{x:.2f}' for x in r['runs'])})")
     if "e" in args.parts:
         report["e"] = part_e(videos, args.every_long)
         for r in report["e"]:

@@ -214,8 +214,51 @@ def test_weights_that_do_not_fit_are_refused_before_any_work(tmp_path, clips):
         assert not out.exists()
 
 
+def test_a_detector_that_cannot_run_on_the_workers_is_refused_before_any_work(tmp_path, clips):
+    """The workers load the detector before the first video (one worker here): a device
+    they do not have is exit 2 with torch's reason, and nothing is written."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda would run")
+    out = tmp_path / "ds"
+    result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(out), "--device", "cuda",
+                                 "--workers", "1", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "no CUDA device" in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_client_of_a_cluster_run_imports_no_torch(clips, tmp_path):
+    """Only the workers detect: the client checks the weights file by hash, so a cluster
+    run does not spend its first seconds importing torch in the client too."""
+    code = (
+        "import sys; from dfpipe.pipeline.extract import ExtractConfig, extract\n"
+        "if __name__ == '__main__':\n"
+        "    s = extract([sys.argv[1]], sys.argv[2], ExtractConfig(every=3, size=128), workers=1, progress=False)\n"
+        "    print(s.n_ok, s.n_faces, 'torch' in sys.modules)\n"
+    )
+    script = tmp_path / "client.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script), str(clips["astronaut"]), str(tmp_path / "ds")],
+                         capture_output=True, text=True, env=os.environ, check=True)
+    n_ok, n_faces, client_has_torch = out.stdout.split()[-3:]
+    assert (n_ok, client_has_torch) == ("1", "False") and int(n_faces) > 0
+
+
+def test_videos_go_to_workers_largest_first(tmp_path):
+    from dfpipe.pipeline.extract import _largest_first
+
+    sizes = {"a.mp4": 10, "b.mp4": 300, "c.mp4": 10, "d.mp4": 2000}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    jobs = [VideoJob(tmp_path / name, name) for name in sizes] + [VideoJob(tmp_path / "gone.mp4", "gone")]
+    assert [j.video_id for j in _largest_first(jobs)] == ["d.mp4", "b.mp4", "a.mp4", "c.mp4", "gone"]
+
+
 def test_detector_failure_on_a_worker_is_an_error_row(tmp_path, clips):
-    """On a cluster a worker may hold other weights than the client checked: the per-video
+    """A worker that joins a cluster late loads its detector with its first video: the per-video
     function each worker runs turns a detector that cannot load into a `detector_error` row."""
     import torch
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-DETECTOR_MODELS = ("mobilenet0.25", "resnet50", "mtcnn")
+from dfpipe.models import DETECTOR_MODELS
 
 
 class DetectError(ValueError):

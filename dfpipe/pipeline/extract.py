@@ -82,7 +82,7 @@ class ExtractConfig:
         self.sampling()  # validates every / count / fps
         if self.crop not in CROPS:
             raise ValueError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
-        from dfpipe.pipeline.detect import DETECTOR_MODELS
+        from dfpipe.models import DETECTOR_MODELS  # not pipeline.detect: the client needs no torch
 
         if self.detector not in DETECTOR_MODELS:
             raise ValueError(f"--detector must be one of {', '.join(DETECTOR_MODELS)}, got {self.detector!r}")
@@ -331,11 +331,8 @@ def _raw_face_rows(
                                 r["landmarks"], np.asarray(r["matrix"]).reshape(2, 3), config, prior)
         return
 
-    from dfpipe.pipeline.detect import load_detector
-
     try:
-        detector = load_detector(config.detector, config.weights, config.device, config.max_side,
-                                 config.score_threshold, config.nms_threshold, config.batch_size)
+        detector = detector_for(config)
     except Exception as exc:
         raise DetectorFailed(exc) from exc
     tracker = Tracker(smooth=config.smooth)
@@ -367,6 +364,14 @@ def _raw_face_rows(
                 yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep]))
             batch = []
     yield from finished(tracker.flush())
+
+
+def detector_for(config: ExtractConfig):
+    """The process's detector for these settings (built once, then cached)."""
+    from dfpipe.pipeline.detect import load_detector
+
+    return load_detector(config.detector, config.weights, config.device, config.max_side,
+                         config.score_threshold, config.nms_threshold, config.batch_size)
 
 
 def _chain_end(frames: Iterator) -> Iterator:
@@ -622,7 +627,7 @@ def extract(
     its crops' geometry. Raises ParamsMismatch before any work if `out` was made with
     other parameters.
     """
-    from dfpipe.runtime.parallel import Task, dask_client, run_tasks
+    from dfpipe.runtime.parallel import Task, dask_client, run_on_each_worker, run_tasks
     from dfpipe.runtime.runinfo import check_params, record_stage
 
     config = config or ExtractConfig()
@@ -635,25 +640,23 @@ def extract(
             raise ValueError("--out is required unless the single input is a dataset directory")
     root = Path(out)
     check_params(root, "extract", config.output_params())
-    weights_hash = _check_weights(config)
+    weights_hash = _weights_hash(config)
     started = time.perf_counter()
     jobs, duplicates = collect_jobs(inputs)
     summary = RunSummary(out=root, n_inputs=len(jobs) + len(duplicates))
-    root.mkdir(parents=True, exist_ok=True)
-    record_stage(root, "extract", config.output_params(), weights=weights_hash)
-
     finished = _finished_ids(root)
-    todo = [j for j in jobs if j.video_id not in finished]
+    todo = _largest_first([j for j in jobs if j.video_id not in finished])
     summary.n_skipped = len(jobs) - len(todo)
-    for path, vid in duplicates:
-        _write_duplicate(root, path, vid, summary)
-    if not todo:
-        _add_existing(root, summary, [j.video_id for j in jobs])
-        summary.seconds = time.perf_counter() - started
-        return summary
-
     todo_ids = {j.video_id for j in todo}
-    with dask_client(workers, scheduler) as client:
+    with dask_client(workers, scheduler) if todo else contextlib.nullcontext() as client:
+        if todo:
+            # every worker loads the detector before any video: weights that do not fit
+            # the network stop the run here (exit 2, nothing written), not in N error rows
+            run_on_each_worker(client, _load_worker_detector, config, client is not None)
+        root.mkdir(parents=True, exist_ok=True)
+        record_stage(root, "extract", config.output_params(), weights=weights_hash)
+        for path, vid in duplicates:
+            _write_duplicate(root, path, vid, summary)
         threads = 1 if client is not None else None
         tasks = [
             Task(
@@ -665,24 +668,46 @@ def extract(
             )
             for j in todo
         ]
-        run_tasks(tasks, client, description="extract", progress=progress)
+        if tasks:
+            run_tasks(tasks, client, description="extract", progress=progress)
     _add_existing(root, summary, [j.video_id for j in jobs])
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _check_weights(config: ExtractConfig) -> dict[str, str]:
-    """Fail before any work when the detector weights are missing or do not fit the
-    network (a WeightsError, exit status 2), rather than with one error row per video;
-    record their hash."""
+def _largest_first(jobs: list[VideoJob]) -> list[VideoJob]:
+    """Jobs by file size, largest first (a stand-in for length): workers take videos in
+    this order, so a long video does not start last and keep one worker busy alone."""
+
+    def size(job: VideoJob) -> int:
+        try:
+            return job.path.stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(jobs, key=size, reverse=True)  # stable: equal sizes keep input order
+
+
+def _weights_hash(config: ExtractConfig) -> dict[str, str]:
+    """The detector weights file's sha256 for run.json, found (or fetched) here: a missing
+    file or one that fails its pinned hash stops the run before any work (exit 2). Needs
+    no torch, so the client of a cluster never imports it."""
     if config.detector == "mtcnn":
         return {}
-    from dfpipe.models.retinaface import build_retinaface
     from dfpipe.runtime.weights import resolve_weights, sha256_of
 
     path = resolve_weights(f"retinaface_{config.detector}", config.weights)
-    build_retinaface(config.detector, weights=path)
     return {path.name: sha256_of(path)}
+
+
+def _load_worker_detector(config: ExtractConfig, on_worker: bool) -> None:
+    """Build this process's detector (cached for its videos); on a worker, with the one
+    thread per process its videos will run with."""
+    if on_worker:
+        from dfpipe.runtime.parallel import set_worker_threads
+
+        set_worker_threads(1)
+    detector_for(config)
 
 
 def _finished_ids(root: Path) -> set[str]:

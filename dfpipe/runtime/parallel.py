@@ -78,10 +78,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # among them): ours replace those, see runtime/allocator.py
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_environ()}
     try:
-        # Dask's statistical profiler samples each worker's stack every 10 ms: time taken
-        # from single-threaded CPU work, for a dashboard we do not start
-        settings = {"distributed.nanny.pre-spawn-environ": spawn_env, "distributed.worker.profile.enabled": False}
-        with dask.config.set(settings), LocalCluster(
+        with dask.config.set(local_cluster_settings(spawn_env)), LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
@@ -96,6 +93,30 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def local_cluster_settings(spawn_env: dict[str, str]) -> dict[str, Any]:
+    """Dask settings for the LocalCluster we start: its housekeeping is sized for
+    interactive clusters of short tasks, ours runs one CPU-bound video per task and core.
+
+    On 2 cores, an idle 2-worker cluster used 2.2 s of CPU every 20 s with the defaults
+    and 0.3 s with these (bench/extract.py part i): CPU the workers lose to the scheduler
+    and to their own event loops once every core is busy.
+    """
+    return {
+        "distributed.nanny.pre-spawn-environ": spawn_env,
+        # the statistical profiler samples each worker's stack every 10 ms, for a
+        # dashboard we do not start
+        "distributed.worker.profile.enabled": False,
+        # every server (scheduler, each worker) wakes every 20 ms to time its event loop;
+        # once a second still catches a loop blocked for the 3 s that trigger the warning
+        "distributed.admin.tick.interval": "1s",
+        "distributed.admin.system-monitor.interval": "2s",
+        # a worker gets its next video when it is free, not one queued behind the one it
+        # runs: with minutes-long tasks the round trip is nothing, and the last videos go
+        # to whichever worker finishes first
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
 
 
 def _progress(enabled: bool) -> Progress:
@@ -145,6 +166,19 @@ def run_tasks(
                 on_result(key, results[key])
             bar.advance(tid)
     return results
+
+
+def run_on_each_worker(client: Any | None, fn: Callable[..., Any], *args: Any) -> None:
+    """Call `fn(*args)` once in every worker process (in this process when `client` is
+    None), as an ordinary task: for loading a model before the first work item, so a bad
+    weights file fails the run at once (its exception is raised here) and the first
+    items do not each wait for the load. Workers that join later load on first use."""
+    if client is None:
+        fn(*args)
+        return
+    workers = list(client.scheduler_info()["workers"])
+    futures = [client.submit(fn, *args, workers=[w], allow_other_workers=False, pure=False) for w in workers]
+    client.gather(futures)
 
 
 def _call_after(fn: Callable[..., Any], args: tuple, _deps: list) -> Any:
