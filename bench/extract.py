@@ -279,7 +279,8 @@ def main() -> None:
         report["w"] = part_w(videos, args.every, work, args.repeats)
         w = report["w"]
         print(f"(w) whole command, 4 videos: 1 worker {w['1_worker_s']:.1f}s, 2 workers {w['2_worker_s']:.1f}s, "
-              f"speed-up {w['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in w['round_ratios'])}")
+              f"speed-up {w['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in w['round_ratios'])}; runs: "
+              f"1 worker {' '.join(f'{t:.1f}' for t in w['1_worker_runs'])}, 2 workers {' '.join(f'{t:.1f}' for t in w['2_worker_runs'])}")
     if "i" in args.parts:
         report["i"] = part_i(20.0, args.repeats)
         for r in report["i"]:

@@ -176,7 +176,7 @@ def run_on_each_worker(client: Any | None, fn: Callable[..., Any], *args: Any) -
     if client is None:
         fn(*args)
         return
-    workers = list(client.scheduler_info()["workers"])
+    workers = list(client.ncores())  # every worker (scheduler_info lists only a few in some versions)
     futures = [client.submit(fn, *args, workers=[w], allow_other_workers=False, pure=False) for w in workers]
     client.gather(futures)
 
