@@ -247,6 +247,23 @@ def test_the_client_of_a_cluster_run_imports_no_torch(clips, tmp_path):
     assert (n_ok, client_has_torch) == ("1", "False") and int(n_faces) > 0
 
 
+@pytest.mark.slow
+def test_a_cluster_run_prints_only_its_summary(clips, tmp_path):
+    """Dask's scheduler logs its start and stop at INFO, and its HTTP endpoint wanted port
+    8787 (a warning when another run held it): neither reaches the user's terminal."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 8787))  # as another run's scheduler would
+        busy.listen()
+        out = subprocess.run([sys.executable, "-m", "dfpipe", "extract", str(clips["astronaut"]), "--out",
+                              str(tmp_path / "ds"), "--workers", "1", "--no-progress"],
+                             capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    assert "videos ok" in out.stdout
+    assert "distributed" not in out.stdout + out.stderr and "already in use" not in out.stderr
+
+
 def test_videos_go_to_workers_largest_first(tmp_path):
     from dfpipe.pipeline.extract import _largest_first
 

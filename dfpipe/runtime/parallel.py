@@ -77,17 +77,27 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # the nanny sets its own variables when it spawns a worker (MALLOC_TRIM_THRESHOLD_=65536
     # among them): ours replace those, see runtime/allocator.py
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_environ()}
+    # the scheduler logs its start and stop at INFO into the CLI's output (silence_logs
+    # quiets only the workers); kept under --verbose
+    dask_log = logging.getLogger("distributed")
+    old_level = dask_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        dask_log.setLevel(logging.WARNING)
     try:
         with dask.config.set(local_cluster_settings(spawn_env)), LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # the scheduler serves health and metrics over HTTP even without a dashboard,
+            # on port 8787 unless told: a second run at the same time warned about the port
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             memory_limit=0,
             silence_logs=logging.ERROR,
         ) as cluster, Client(cluster) as client:
             yield client
     finally:
+        dask_log.setLevel(old_level)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
