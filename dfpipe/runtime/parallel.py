@@ -109,16 +109,16 @@ def local_cluster_settings(spawn_env: dict[str, str]) -> dict[str, Any]:
     """Dask settings for the LocalCluster we start: its housekeeping is sized for
     interactive clusters of short tasks, ours runs one CPU-bound video per task and core.
 
-    On 2 cores, an idle 2-worker cluster used 2.2 s of CPU every 20 s with the defaults
-    and 0.3 s with these (bench/extract.py part i): CPU the workers lose to the scheduler
-    and to their own event loops once every core is busy.
+    On 2 cores, an idle 2-worker cluster used 2.9 s of CPU every 20 s with the defaults
+    and 0.34 s with these (bench/extract.py part i): CPU the workers lose to the scheduler,
+    the nannies and their own event loops once every core is busy.
     """
     return {
         "distributed.nanny.pre-spawn-environ": spawn_env,
         # the statistical profiler samples each worker's stack every 10 ms, for a
         # dashboard we do not start
         "distributed.worker.profile.enabled": False,
-        # every server (scheduler, each worker) wakes every 20 ms to time its event loop;
+        # every server (scheduler, nannies, workers) wakes every 20 ms to time its event loop;
         # once a second still catches a loop blocked for the 3 s that trigger the warning
         "distributed.admin.tick.interval": "1s",
         "distributed.admin.system-monitor.interval": "2s",
