@@ -7,9 +7,11 @@ figures are medians over repetitions, and the ratio is taken within each repetit
 Throughput counts *video* frames covered per second (so sampling shows its saving), and
 peak RSS growth is measured during the pass. A second table times sparse sampling of a
 30 s 720p clip with a keyframe every second (as phones write them): PyAV seeking over the
-gaps, PyAV decoding through, and decord.
+gaps, PyAV decoding through, and decord. `--nonref-only`: decoding through with the
+unsampled non-reference frames dropped (dfpipe's default for H.264 / HEVC) vs every frame.
 
     .venv/bin/python bench/decode.py --repeats 5
+    .venv/bin/python bench/decode.py --repeats 5 --nonref-only
 """
 
 from __future__ import annotations
@@ -90,14 +92,55 @@ def sparse_table(path: Path, repeats: int) -> None:
             )
 
 
+def nonref_pass(path: Path, sampling: Sampling, skip: bool) -> tuple[float, int]:
+    saved = decode._NONREF_CODECS
+    if not skip:
+        decode._NONREF_CODECS = set()
+    try:
+        start = time.perf_counter()
+        n = sum(1 for _ in iter_frames(path, sampling, "pyav"))
+        return time.perf_counter() - start, n
+    finally:
+        decode._NONREF_CODECS = saved
+
+
+def nonref_table(clips: dict[str, Path], repeats: int) -> None:
+    """PyAV decoding through with the unsampled non-reference frames dropped undecoded
+    (dfpipe's default for H.264 / HEVC) vs decoding every frame, interleaved."""
+    print("\nDropping unsampled non-reference frames (PyAV, decoding through)")
+    print("| clip | sampling | decodes all | skips non-ref (dfpipe) | speed-up | frames out |")
+    print("|---|---|---|---|---|---|")
+    samplings = {"every 5th": Sampling(every=5), "every 10th": Sampling(every=10), "fps=5": Sampling(fps=5.0)}
+    for clip_name, path in clips.items():
+        for label, sampling in samplings.items():
+            times: dict[bool, list[float]] = {False: [], True: []}
+            ratios, outs = [], {}
+            for _ in range(repeats):
+                for skip in (False, True):
+                    seconds, outs[skip] = nonref_pass(path, sampling, skip)
+                    times[skip].append(seconds)
+                ratios.append(times[False][-1] / times[True][-1])
+            assert outs[False] == outs[True]
+            print(f"| {clip_name} | {label} | {statistics.median(times[False]):.2f} s | "
+                  f"{statistics.median(times[True]):.2f} s | {statistics.median(ratios):.2f}x | {outs[True]} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frames-1080p", type=int, default=150)
     parser.add_argument("--sparse-only", action="store_true", help="only the sparse-sampling table")
+    parser.add_argument("--nonref-only", action="store_true", help="only the non-reference frame skipping table")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.nonref_only:
+            clip = render_clip(
+                Path(tmp) / "faces_1080p.mp4", n_frames=args.frames_1080p, width=1920, height=1080,
+                faces=("astronaut", "grace_hopper"), preset="veryfast",
+            )  # fmt: skip
+            nonref_table({"720p FF++ (309 fr)": SHARED_VIDEO, f"1080p faces ({args.frames_1080p} fr)": clip}, args.repeats)
+            return
         long_clip = render_clip(
             Path(tmp) / "long_gop25.mp4", n_frames=750, width=1280, height=720,
             faces=("astronaut", "grace_hopper"), preset="ultrafast", gop=25,

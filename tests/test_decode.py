@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -148,7 +149,8 @@ def test_seeking_over_gaps_gives_the_frames_decoding_through_does(short_gop_clip
     assert plan is not None and any(k is not None for k in plan.seek_to[1:])  # this test seeks
     seeking = list(iter_frames(short_gop_clip, sampling, "pyav"))
     monkeypatch.setattr(decode, "_SEEK_MIN_SKIP", 10**9)  # never seek
-    assert decode._seek_plan(short_gop_clip, probe(short_gop_clip), sampling) is None
+    monkeypatch.setattr(decode, "_NONREF_CODECS", set())  # and decode every frame
+    assert not any(decode._seek_plan(short_gop_clip, probe(short_gop_clip), sampling).seek_to)
     through = list(iter_frames(short_gop_clip, sampling, "pyav"))
     assert [f.index for f in seeking] == [f.index for f in through] == plan.wanted
     assert [f.timestamp for f in seeking] == [f.timestamp for f in through]
@@ -156,6 +158,40 @@ def test_seeking_over_gaps_gives_the_frames_decoding_through_does(short_gop_clip
         assert np.array_equal(a.image, b.image)
     last = seeking[-1]
     assert mean_abs_diff(last.image, ffmpeg_frame(short_gop_clip, last.index)) < 1.0
+
+
+@pytest.fixture(scope="session")
+def hevc_clip(media, real_video):
+    """The FF++ clip as HEVC with B-frames."""
+    out = media / "ffpp_hevc.mp4"
+    run_ffmpeg(["-y", "-loglevel", "error", "-i", str(real_video), "-vf", "scale=640:360", "-c:v", "libx265",
+                "-crf", "28", "-x265-params", "log-level=error:bframes=4", str(out)])
+    return out
+
+
+@pytest.mark.parametrize("clip", ["real_video", "hevc_clip"])
+@pytest.mark.parametrize("sampling", [Sampling(every=5), Sampling(count=40), Sampling(fps=10.0)], ids=str)
+def test_dropping_unsampled_nonref_frames_gives_the_frames_decoding_through_does(clip, sampling, request, monkeypatch, caplog):
+    """H.264 / HEVC frames that no other frame references are dropped undecoded unless
+    sampled: the sampled frames keep their indices, timestamps and exact pixels."""
+    path = request.getfixturevalue(clip)
+    assert not any(decode._seek_plan(path, probe(path), sampling).seek_to)  # decodes through
+    calls = []
+    skipping = decode._iter_pyav_skipping
+    monkeypatch.setattr(decode, "_iter_pyav_skipping", lambda *a: calls.append(1) or skipping(*a))
+    with caplog.at_level("DEBUG", logger=decode.__name__):
+        skipped = list(iter_frames(path, sampling, "pyav"))
+    assert calls and not [r for r in caplog.records if r.levelname == "WARNING"]  # no fallback
+    (report,) = [r.getMessage() for r in caplog.records if "decoded" in r.getMessage()]
+    decoded, total = map(int, re.search(r"decoded (\d+) of (\d+) frames", report).groups())
+    assert decoded < 0.75 * total  # the B-frames between samples were never decoded
+    monkeypatch.setattr(decode, "_NONREF_CODECS", set())
+    through = list(iter_frames(path, sampling, "pyav"))
+    assert len(calls) == 1 and len(skipped) > 3
+    assert [f.index for f in skipped] == [f.index for f in through]
+    assert [f.timestamp for f in skipped] == [f.timestamp for f in through]
+    for a, b in zip(skipped, through):
+        assert np.array_equal(a.image, b.image)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
