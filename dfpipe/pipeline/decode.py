@@ -7,10 +7,11 @@ stage can write an error row instead of a traceback.
 
 Memory is bounded by one frame whatever the video length: frames are streamed from the
 decoder. Frames the sampling skips are never converted to RGB, which nearly doubles
-throughput at `every=10` on the FF++ clip. They are still decoded when the next sampled
-frame depends on them (H.264); across a long gap that holds a keyframe the PyAV backend
-seeks instead, with true indices from the container's packet timestamps (read without
-decoding), and decodes through whenever that index cannot be trusted.
+throughput at `every=10` on the FF++ clip. They are still decoded when a later frame
+depends on them (H.264); across a long gap that holds a keyframe the PyAV backend seeks
+instead, and otherwise it asks FFmpeg to drop the unsampled frames nothing depends on (most
+B-frames of H.264 and HEVC). Both take true indices from the container's packet timestamps
+(read without decoding), and decode through whenever that index cannot be trusted.
 
 Backends. `pyav` (required) and `decord` (optional extra) both wrap FFmpeg and give the
 same pixels. `auto` means PyAV, by benchmark (bench/decode.py, docs/benchmarks.md): decord
