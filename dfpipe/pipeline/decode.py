@@ -448,10 +448,11 @@ class _SeekPlan:
 
 
 def _seek_plan(path: Path, info: VideoInfo, sampling: Sampling) -> _SeekPlan | None:
-    """Plan seeks over gaps of at least `_SEEK_MIN_SKIP` frames, or None to decode through.
+    """The sampled frames' true indices from the packet index, and a seek over each gap of
+    at least `_SEEK_MIN_SKIP` frames; None (decode through) when the index cannot be trusted.
 
-    Frames between sampled ones must be decoded anyway unless a keyframe lies between them,
-    so a seek pays only across long gaps with keyframes inside: sparse sampling of long
+    Frames between sampled ones that later frames reference must be decoded unless a
+    keyframe lies between them, so a seek pays only across long gaps with keyframes inside: sparse sampling of long
     videos with short GOPs (phone clips keyframe about every second; FF++ every 250 frames).
     The plan trusts the container only when demuxing (cheap, no decoding) finds exactly the
     promised number of frames with distinct timestamps, so its indices are the true ones.
