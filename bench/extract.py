@@ -117,16 +117,26 @@ def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dic
 
     inputs = four_videos(videos, work)
     config = ExtractConfig(every=every)
+
+    def timed(workers: int) -> float:
+        out = work / f"d_{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        with dask_client(workers) as client:
+            client.run(lambda: __import__("dfpipe.pipeline.detect"))  # warm imports, not timed
+            t0 = time.perf_counter()
+            _extract_with_client(extract, [inputs], out, config, client)
+            return time.perf_counter() - t0
+
+    return _worker_rounds(timed, repeats)
+
+
+def _worker_rounds(timed, repeats: int) -> dict:
+    """Rounds of `timed(1)` then `timed(2)` (seconds of a 1- and a 2-worker run): one
+    speed-up per round, the median of those is the result."""
     runs: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(repeats):  # rounds of a 1-worker then a 2-worker run: one ratio per round
+    for _ in range(repeats):
         for workers in (1, 2):
-            out = work / f"d_{workers}"
-            shutil.rmtree(out, ignore_errors=True)
-            with dask_client(workers) as client:
-                client.run(lambda: __import__("dfpipe.pipeline.detect"))  # warm imports, not timed
-                t0 = time.perf_counter()
-                _extract_with_client(extract, [inputs], out, config, client)
-                runs[workers].append(time.perf_counter() - t0)
+            runs[workers].append(timed(workers))
     ratios = [a / b for a, b in zip(runs[1], runs[2])]
     result = {f"{w}_worker_s": statistics.median(runs[w]) for w in (1, 2)}
     result.update({f"{w}_worker_runs": runs[w] for w in (1, 2)}, round_ratios=ratios)
@@ -134,22 +144,27 @@ def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dic
     return result
 
 
+def _speedup_line(label: str, r: dict) -> str:
+    return (f"{label}: 1 worker {r['1_worker_s']:.1f}s, 2 workers {r['2_worker_s']:.1f}s, "
+            f"speed-up {r['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in r['round_ratios'])}; runs: "
+            f"1 worker {' '.join(f'{t:.1f}' for t in r['1_worker_runs'])}, "
+            f"2 workers {' '.join(f'{t:.1f}' for t in r['2_worker_runs'])}")
+
+
 def part_w(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dict:
     """The whole `dfpipe extract` command on the same 4 videos with --workers 1 and 2:
     what a user waits for, cluster start-up, worker imports and shut-down included."""
     inputs = four_videos(videos, work)
     cli = [sys.executable, "-m", "dfpipe", "extract", str(inputs), "--every", str(every), "--no-progress"]
-    runs: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(repeats):
-        for workers in (1, 2):
-            out = work / f"w_{workers}"
-            shutil.rmtree(out, ignore_errors=True)
-            t0 = time.perf_counter()
-            subprocess.run([*cli, "--out", str(out), "--workers", str(workers)], check=True, capture_output=True)
-            runs[workers].append(time.perf_counter() - t0)
-    ratios = [a / b for a, b in zip(runs[1], runs[2])]
-    return {"1_worker_s": statistics.median(runs[1]), "2_worker_s": statistics.median(runs[2]),
-            "1_worker_runs": runs[1], "2_worker_runs": runs[2], "round_ratios": ratios, "speedup": statistics.median(ratios)}
+
+    def timed(workers: int) -> float:
+        out = work / f"w_{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([*cli, "--out", str(out), "--workers", str(workers)], check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+    return _worker_rounds(timed, repeats)
 
 
 def part_i(seconds: float, repeats: int) -> list[dict]:
@@ -270,17 +285,10 @@ def main() -> None:
                   f"{' '.join(f'{x:.2f}' for x in r['round_ratios'])}  (target <= 1.3)")
     if "d" in args.parts:
         report["d"] = part_d(videos, args.every, work, args.repeats)
-        d = report["d"]
-        print(f"(d) 4 videos: 1 worker {d['1_worker_s']:.1f}s, 2 workers {d['2_worker_s']:.1f}s, "
-              f"speed-up {d['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in d['round_ratios'])} "
-              f"(target >= 1.7); runs: 1 worker "
-              f"{' '.join(f'{t:.1f}' for t in d['1_worker_runs'])}, 2 workers {' '.join(f'{t:.1f}' for t in d['2_worker_runs'])}")
+        print(_speedup_line("(d) 4 videos, cluster started beforehand (target >= 1.7)", report["d"]))
     if "w" in args.parts:
         report["w"] = part_w(videos, args.every, work, args.repeats)
-        w = report["w"]
-        print(f"(w) whole command, 4 videos: 1 worker {w['1_worker_s']:.1f}s, 2 workers {w['2_worker_s']:.1f}s, "
-              f"speed-up {w['speedup']:.2f} median of rounds {' '.join(f'{x:.2f}' for x in w['round_ratios'])}; runs: "
-              f"1 worker {' '.join(f'{t:.1f}' for t in w['1_worker_runs'])}, 2 workers {' '.join(f'{t:.1f}' for t in w['2_worker_runs'])}")
+        print(_speedup_line("(w) whole command, 4 videos", report["w"]))
     if "i" in args.parts:
         report["i"] = part_i(20.0, args.repeats)
         for r in report["i"]:
