@@ -30,6 +30,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -446,15 +447,20 @@ class _SeekPlan:
     seek_to: list[int | None]
     pts: list[int] = field(repr=False)
 
+    @cached_property
+    def position(self) -> dict[int, int]:
+        """Frame index of each presentation timestamp."""
+        return {p: i for i, p in enumerate(self.pts)}
+
 
 def _seek_plan(path: Path, info: VideoInfo, sampling: Sampling) -> _SeekPlan | None:
     """The sampled frames' true indices from the packet index, and a seek over each gap of
     at least `_SEEK_MIN_SKIP` frames; None (decode through) when the index cannot be trusted.
 
     Frames between sampled ones that later frames reference must be decoded unless a
-    keyframe lies between them, so a seek pays only across long gaps with keyframes inside: sparse sampling of long
-    videos with short GOPs (phone clips keyframe about every second; FF++ every 250 frames).
-    The plan trusts the container only when demuxing (cheap, no decoding) finds exactly the
+    keyframe lies between them, so a seek pays only across long gaps with keyframes
+    inside: sparse sampling of long videos with short GOPs (phone clips keyframe about
+    every second; FF++ every 250 frames). The plan trusts the container only when demuxing (cheap, no decoding) finds exactly the
     promised number of frames with distinct timestamps, so its indices are the true ones.
     """
     import av
@@ -481,8 +487,7 @@ def _seek_plan(path: Path, info: VideoInfo, sampling: Sampling) -> _SeekPlan | N
     pts.sort()
     if len(pts) != info.n_frames or len(set(pts)) != len(pts):
         return None
-    position = {p: i for i, p in enumerate(pts)}
-    keys = sorted(position[p] for p in key_pts)
+    keys = sorted(bisect.bisect_left(pts, p) for p in key_pts)  # pts: sorted and distinct
     selector = _Selector(sampling, info.n_frames, info.fps)
     wanted = selector.indices([(p - start) * time_base for p in pts])
     seek_to: list[int | None] = []
@@ -501,7 +506,7 @@ def _iter_pyav_seeking(
     """Follow a `_SeekPlan`: seek to a keyframe, decode forward to the sampled frame."""
     import av
 
-    position = {p: i for i, p in enumerate(plan.pts)}
+    position = plan.position
     container, stream = _open(path)
     _set_threads(stream)
     try:
@@ -539,7 +544,7 @@ def _iter_pyav_skipping(
     trace in the decoder's output."""
     import av
 
-    position = {p: i for i, p in enumerate(plan.pts)}
+    position = plan.position
     wanted_pts = {plan.pts[i] for i in plan.wanted}
     container, stream = _open(path)
     _set_threads(stream)
