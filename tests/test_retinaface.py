@@ -144,6 +144,18 @@ def test_wrong_weights_file_is_refused(tmp_path):
         build_retinaface("mobilenet0.25", weights=other)
 
 
+def test_weights_record_gives_the_files_real_hash(retinaface_weights, tmp_path):
+    """What run.json records: the pinned file's hash (known once verified) and an unpinned
+    file's own hash, each the sha256 of the bytes."""
+    from dfpipe.runtime.weights import sha256_of, weights_record
+
+    assert weights_record("retinaface_mobilenet0.25", retinaface_weights) == {
+        "mobilenet0.25_Final.pth": sha256_of(retinaface_weights)}
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(b"some resnet weights")
+    assert weights_record("retinaface_resnet50", mine) == {"mine.pth": sha256_of(mine)}
+
+
 def test_detect_on_a_real_photo(mobilenet, faces_dir):
     from dfpipe.pipeline.imagecodec import read_image_file
 

@@ -694,10 +694,9 @@ def _weights_hash(config: ExtractConfig) -> dict[str, str]:
     no torch, so the client of a cluster never imports it."""
     if config.detector == "mtcnn":
         return {}
-    from dfpipe.runtime.weights import resolve_weights, sha256_of
+    from dfpipe.runtime.weights import weights_record
 
-    path = resolve_weights(f"retinaface_{config.detector}", config.weights)
-    return {path.name: sha256_of(path)}
+    return weights_record(f"retinaface_{config.detector}", config.weights)
 
 
 def _load_worker_detector(config: ExtractConfig, on_worker: bool) -> None:

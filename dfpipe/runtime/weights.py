@@ -139,6 +139,13 @@ def resolve_weights(key: str, explicit: str | Path | None = None) -> Path:
     return _download(spec, cached)
 
 
+def weights_record(key: str, explicit: str | Path | None = None) -> dict[str, str]:
+    """`{file name: sha256}` of the file `resolve_weights` finds, for a stage's run.json.
+    A pinned file was just verified against its hash, so it is not read a second time."""
+    path = resolve_weights(key, explicit)
+    return {path.name: REGISTRY[key].sha256 or sha256_of(path)}
+
+
 def register_weights(key: str, spec: WeightsFile) -> None:
     """Let a model module declare the files it needs (VGG for LPIPS, ...)."""
     REGISTRY[key] = spec

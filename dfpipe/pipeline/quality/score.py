@@ -316,11 +316,10 @@ def score_quality(
     weights = {}
     if "lpips" in config.metrics:  # fail before any work when the backbone is missing
         from dfpipe.pipeline.quality.perceptual import VGG16_WEIGHTS, lpips_linear_path
-        from dfpipe.runtime.weights import resolve_weights, sha256_of
+        from dfpipe.runtime.weights import weights_record
 
         lpips_linear_path()
-        path = resolve_weights(VGG16_WEIGHTS, config.weights)
-        weights = {path.name: sha256_of(path)}
+        weights = weights_record(VGG16_WEIGHTS, config.weights)
     if redo and (root / "quality").is_dir():
         import shutil
 
