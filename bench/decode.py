@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline import decode
-from dfpipe.pipeline.decode import Sampling, iter_frames, probe
+from dfpipe.pipeline.video import decode
+from dfpipe.pipeline.video.decode import Sampling, iter_frames, probe
 
 SHARED_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "ffpp_real_004.mp4"
 

@@ -26,7 +26,7 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
 os.environ.setdefault("DFPIPE_OFFLINE", "1")
 
-from dfpipe.pipeline.detect import FaceDetector  # noqa: E402  (after the weights dir is set)
+from dfpipe.pipeline.faces.detect import FaceDetector  # noqa: E402  (after the weights dir is set)
 
 
 def read_frames(path: Path, count: int) -> list[np.ndarray]:

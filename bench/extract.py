@@ -39,7 +39,7 @@ def _median_time(fn, repeats: int) -> float:
 
 def make_videos(work: Path, skip_long: bool) -> dict[str, Path]:
     from dfpipe.media.faceclips import render_clip
-    from dfpipe.pipeline.videoio import run_ffmpeg
+    from dfpipe.pipeline.video.writing import run_ffmpeg
 
     vids = {"720p": SHARED / "data" / "videos" / "ffpp_real_004.mp4"}
     vids["1080p"] = render_clip(work / "faces_1080p.mp4", n_frames=250, width=1920, height=1080,
@@ -57,9 +57,9 @@ def part_abc(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
     """Decode alone, detector alone, full extract; one process, 2 torch threads."""
     import torch
 
-    from dfpipe.pipeline.decode import Sampling, iter_frames
-    from dfpipe.pipeline.detect import load_detector
-    from dfpipe.pipeline.extract import ExtractConfig, VideoJob, extract_video, video_content_id
+    from dfpipe.pipeline.video.decode import Sampling, iter_frames
+    from dfpipe.pipeline.faces.detect import load_detector
+    from dfpipe.pipeline.faces.extract import ExtractConfig, VideoJob, extract_video, video_content_id
 
     torch.set_num_threads(2)
     config = ExtractConfig(every=every)
@@ -97,7 +97,7 @@ def part_abc(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
 
 def four_videos(videos: dict[str, Path], work: Path) -> Path:
     """A folder of 4 copies of the 720p video, distinct files (distinct content ids)."""
-    from dfpipe.pipeline.videoio import run_ffmpeg
+    from dfpipe.pipeline.video.writing import run_ffmpeg
 
     inputs = work / "four"
     inputs.mkdir(exist_ok=True)
@@ -112,7 +112,7 @@ def four_videos(videos: dict[str, Path], work: Path) -> Path:
 def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dict:
     """Wall time of a 4-video run on a LocalCluster of 1 and of 2 workers (cluster start
     excluded), in back-to-back rounds; the speed-up is the median of the rounds' ratios."""
-    from dfpipe.pipeline.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
     from dfpipe.runtime.parallel import dask_client
 
     inputs = four_videos(videos, work)
@@ -122,7 +122,7 @@ def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dic
         out = work / f"d_{workers}"
         shutil.rmtree(out, ignore_errors=True)
         with dask_client(workers) as client:
-            client.run(lambda: __import__("dfpipe.pipeline.detect"))  # warm imports, not timed
+            client.run(lambda: __import__("dfpipe.pipeline.faces.detect"))  # warm imports, not timed
             t0 = time.perf_counter()
             _extract_with_client(extract, [inputs], out, config, client)
             return time.perf_counter() - t0
@@ -222,7 +222,7 @@ def part_e(videos: dict[str, Path], every: int) -> list[dict]:
             continue
         code = (
             "import resource, sys, tempfile, time;"
-            "from dfpipe.pipeline.extract import *;"
+            "from dfpipe.pipeline.faces.extract import *;"
             "import torch; torch.set_num_threads(1);"
             f"p = sys.argv[1]; t0 = time.perf_counter();"
             f"r = extract_video(VideoJob(__import__('pathlib').Path(p), video_content_id(p)), ExtractConfig(every={every}), tempfile.mkdtemp());"
@@ -244,8 +244,8 @@ def part_p(videos: dict[str, Path], every: int) -> list[dict]:
     import cv2
     import pyarrow.parquet as pq
 
-    from dfpipe.pipeline.extract import ExtractConfig, VideoJob, extract_video, video_content_id
-    from dfpipe.pipeline.imagecodec import decode_image
+    from dfpipe.pipeline.faces.extract import ExtractConfig, VideoJob, extract_video, video_content_id
+    from dfpipe.manifests.codec import decode_image
 
     strategies = {"default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "rle (dfpipe)": cv2.IMWRITE_PNG_STRATEGY_RLE}
     rows = []

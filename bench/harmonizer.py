@@ -24,10 +24,10 @@ import numpy as np
 
 from dfpipe.manifests.parts import write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA
-from dfpipe.pipeline.align import align_matrix, warp_crop
-from dfpipe.pipeline.decode import Sampling, iter_frames
-from dfpipe.pipeline.detect import FaceDetector
-from dfpipe.pipeline.imagecodec import encode_image, read_image_file
+from dfpipe.pipeline.faces.align import align_matrix, warp_crop
+from dfpipe.pipeline.video.decode import Sampling, iter_frames
+from dfpipe.pipeline.faces.detect import FaceDetector
+from dfpipe.manifests.codec import encode_image, read_image_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))

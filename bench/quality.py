@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from dfpipe.pipeline.decode import iter_frames
+from dfpipe.pipeline.video.decode import iter_frames
 from dfpipe.pipeline.quality.ewarp import DIS_PRESETS, FlowEstimator, ewarp_pair
 from dfpipe.pipeline.quality.ssim import mask_ssim
 

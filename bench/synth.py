@@ -30,16 +30,16 @@ os.environ.setdefault("DFPIPE_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from dfpipe.pipeline.align import transform_points  # noqa: E402
-from dfpipe.pipeline.decode import iter_frames  # noqa: E402
-from dfpipe.pipeline.imagecodec import decode_image  # noqa: E402
+from dfpipe.pipeline.faces.align import transform_points  # noqa: E402
+from dfpipe.pipeline.video.decode import iter_frames  # noqa: E402
+from dfpipe.manifests.codec import decode_image  # noqa: E402
 from dfpipe.pipeline.synth import SynthConfig, synthesize  # noqa: E402
 from dfpipe.pipeline.synth.compose import Composer  # noqa: E402
 from dfpipe.pipeline.synth.external import ExternalGenerator  # noqa: E402
 from dfpipe.pipeline.synth.motion import FlowFollow  # noqa: E402
 from dfpipe.pipeline.synth.selfblend import SelfBlendGenerator  # noqa: E402
 from dfpipe.pipeline.synth.swap import SwapGenerator  # noqa: E402
-from dfpipe.pipeline.videoio import ffmpeg_exe  # noqa: E402
+from dfpipe.pipeline.video.writing import ffmpeg_exe  # noqa: E402
 
 
 def make_reals(root: Path, frames: int) -> Path:
@@ -48,7 +48,7 @@ def make_reals(root: Path, frames: int) -> Path:
     import cv2
     import skimage.data
 
-    from dfpipe.pipeline.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
 
     clips = root / "clips"
     clips.mkdir(parents=True)

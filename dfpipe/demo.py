@@ -20,7 +20,7 @@ def contact_sheet(dataset: str | Path, out_png: str | Path, per_video: int = 6, 
 
     from dfpipe.manifests.parts import read_table
     from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-    from dfpipe.pipeline.imagecodec import decode_image
+    from dfpipe.manifests.codec import decode_image
 
     faces = read_table(dataset, "faces", FACES_SCHEMA, columns=["video_id", "frame_index", "track_id", "image"])
     videos = {r["video_id"]: r["path"] for r in read_table(dataset, "videos", VIDEOS_SCHEMA).to_pylist()}
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfpipe.cli.common import console, print_error
     from dfpipe.cli.extract import print_summary
     from dfpipe.media.faceclips import make_demo_videos
-    from dfpipe.pipeline.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
     from dfpipe.runtime.weights import WeightsError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

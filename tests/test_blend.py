@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dfpipe.pipeline import facemask as fm
-from dfpipe.pipeline.blend import BLENDS, blend, load_harmonizer, poisson_blend
+from dfpipe.pipeline.masks import facemask as fm
+from dfpipe.pipeline.synth.blend import BLENDS, blend, load_harmonizer, poisson_blend
 from dfpipe.pipeline.synth.swap import warp_face
 from test_synth_support import aligned_face, face
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfpipe.pipeline import facemask as fm
-from dfpipe.pipeline.colour import MODES, ColourTransfer, colour_transfer
+from dfpipe.pipeline.masks import facemask as fm
+from dfpipe.pipeline.synth.colour import MODES, ColourTransfer, colour_transfer
 from test_synth_support import aligned_face
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from dfpipe.manifests.schema import ERROR_CODES
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline import decode
-from dfpipe.pipeline.decode import DecodeError, Sampling, iter_frames, probe
-from dfpipe.pipeline.videoio import ffmpeg_exe, make_audio_only, run_ffmpeg, set_rotation
+from dfpipe.pipeline.video import decode
+from dfpipe.pipeline.video.decode import DecodeError, Sampling, iter_frames, probe
+from dfpipe.pipeline.video.writing import ffmpeg_exe, make_audio_only, run_ffmpeg, set_rotation
 
 BACKENDS = ["pyav", "decord"]
 FFPP_FRAMES, FFPP_FPS = 309, 25.0

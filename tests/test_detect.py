@@ -13,7 +13,7 @@ import skimage.feature
 import torch
 from torchvision.ops import box_iou
 
-from dfpipe.pipeline.detect import (
+from dfpipe.pipeline.faces.detect import (
     Detections,
     DetectError,
     FaceDetector,
@@ -22,7 +22,7 @@ from dfpipe.pipeline.detect import (
     load_detector,
     resolve_device,
 )
-from dfpipe.pipeline.imagecodec import read_image_file
+from dfpipe.manifests.codec import read_image_file
 
 SINGLE = [
     "fr_obama_small.jpg",

@@ -16,9 +16,9 @@ from dfpipe.manifests.parts import write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA
 from dfpipe.models.dovenet import DoveNetConfig, DoveNetGenerator, build_dovenet
 from dfpipe.models.registry import count_parameters, create_model
-from dfpipe.pipeline.align import align_matrix, warp_crop
-from dfpipe.pipeline.facemask import landmark_hull_mask
-from dfpipe.pipeline.imagecodec import encode_image, read_image_file
+from dfpipe.pipeline.faces.align import align_matrix, warp_crop
+from dfpipe.pipeline.masks.facemask import landmark_hull_mask
+from dfpipe.manifests.codec import encode_image, read_image_file
 from dfpipe.train.harmonizer_data import HarmonizationDataset, load_faces, split_by_video
 
 torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))
@@ -38,7 +38,7 @@ def _public_domain() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def faces_ds(tmp_path_factory, faces_dir, retinaface_weights) -> Path:
     """A faces/ table of aligned real crops: one 'video' per photo, landmarks, no masks."""
-    from dfpipe.pipeline.detect import FaceDetector
+    from dfpipe.pipeline.faces.detect import FaceDetector
 
     images = {p: read_image_file(str(faces_dir / p)) for p in PHOTOS}
     images.update(_public_domain())
@@ -182,7 +182,7 @@ def test_cli_rejects_a_missing_dataset(tmp_path):
 
 
 def test_harmonize_changes_only_masked_pixels(tmp_path):
-    from dfpipe.pipeline.harmonize import Harmonizer
+    from dfpipe.pipeline.synth.harmonize import Harmonizer
     from dfpipe.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_harmonize_changes_only_masked_pixels(tmp_path):
 
     faces = _public_domain()
     images, masks = [], []
-    from dfpipe.pipeline.detect import FaceDetector
+    from dfpipe.pipeline.faces.detect import FaceDetector
 
     detector = FaceDetector(weights=Path(os.environ["DFPIPE_WEIGHTS_DIR"]) / "retinaface" / "mobilenet0.25_Final.pth")
     for img, det in zip(faces.values(), detector.detect(list(faces.values()))):

@@ -21,10 +21,10 @@ from dfpipe.manifests.parts import read_table, rows_to_table, write_part_atomic,
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.manifests.validate import validate_dataset
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline.extract import ExtractConfig, VideoJob, extract, extract_video, video_content_id
-from dfpipe.pipeline.imagecodec import decode_image
-from dfpipe.pipeline.tracks import box_iou
-from dfpipe.pipeline.videoio import make_audio_only, write_video
+from dfpipe.pipeline.faces.extract import ExtractConfig, VideoJob, extract, extract_video, video_content_id
+from dfpipe.manifests.codec import decode_image
+from dfpipe.pipeline.faces.tracks import box_iou
+from dfpipe.pipeline.video.writing import make_audio_only, write_video
 from dfpipe.runtime.runinfo import ParamsMismatch
 
 runner = CliRunner()
@@ -234,7 +234,7 @@ def test_the_client_of_a_cluster_run_imports_no_torch(clips, tmp_path):
     """Only the workers detect: the client checks the weights file by hash, so a cluster
     run does not spend its first seconds importing torch in the client too."""
     code = (
-        "import sys; from dfpipe.pipeline.extract import ExtractConfig, extract\n"
+        "import sys; from dfpipe.pipeline.faces.extract import ExtractConfig, extract\n"
         "if __name__ == '__main__':\n"
         "    s = extract([sys.argv[1]], sys.argv[2], ExtractConfig(every=3, size=128), workers=1, progress=False)\n"
         "    print(s.n_ok, s.n_faces, 'torch' in sys.modules)\n"
@@ -265,7 +265,7 @@ def test_a_cluster_run_prints_only_its_summary(clips, tmp_path):
 
 
 def test_videos_go_to_workers_largest_first(tmp_path):
-    from dfpipe.pipeline.extract import _largest_first
+    from dfpipe.pipeline.faces.extract import _largest_first
 
     sizes = {"a.mp4": 10, "b.mp4": 300, "c.mp4": 10, "d.mp4": 2000}
     for name, size in sizes.items():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dfpipe.pipeline import facemask as fm
+from dfpipe.pipeline.masks import facemask as fm
 from test_synth_support import face
 
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
 from dfpipe.pipeline.ingest import IngestError, ingest
-from dfpipe.pipeline.extract import video_content_id as content_id
+from dfpipe.manifests.ids import video_content_id as content_id
 
 
 @pytest.fixture(scope="module")

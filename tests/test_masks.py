@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfpipe.pipeline.align import align_matrix, transform_points, warp_crop
-from dfpipe.pipeline.decode import Sampling, iter_frames
-from dfpipe.pipeline.pairmask import (
+from dfpipe.pipeline.faces.align import align_matrix, transform_points, warp_crop
+from dfpipe.pipeline.video.decode import Sampling, iter_frames
+from dfpipe.pipeline.masks.pairmask import (
     PairMaskConfig,
     difference_map,
     landmark_mask,
@@ -24,7 +24,7 @@ SIZE = 256
 def aligned_pairs(real_video, fake_video, retinaface_weights):
     """(real crop, fake crop, 5 landmarks in crop pixels) for a few frames: the real
     frame's face is detected once and both frames are cropped with that one matrix."""
-    from dfpipe.pipeline.detect import FaceDetector
+    from dfpipe.pipeline.faces.detect import FaceDetector
 
     pick = Sampling(every=30)
     real = {f.index: f.image for f in iter_frames(real_video, pick) if f.index in FRAMES}
@@ -113,7 +113,7 @@ def test_pair_mask_covers_a_swapped_face(aligned_pairs, retinaface_weights):
     import cv2
     import matplotlib.cbook
 
-    from dfpipe.pipeline.detect import FaceDetector
+    from dfpipe.pipeline.faces.detect import FaceDetector
 
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         grace = cv2.cvtColor(cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -13,7 +13,7 @@ import torch
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from dfpipe.pipeline.decode import iter_frames
+from dfpipe.pipeline.video.decode import iter_frames
 from dfpipe.pipeline.quality.ewarp import FlowEstimator, ewarp_pair, valid_mask
 from dfpipe.pipeline.quality.ssim import mask_ssim, ssim, ssim_map
 

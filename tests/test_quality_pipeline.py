@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from dfpipe.cli.main import app
 from dfpipe.manifests.parts import part_path, read_table, write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.align import transform_points
-from dfpipe.pipeline.imagecodec import decode_mask
+from dfpipe.pipeline.faces.align import transform_points
+from dfpipe.manifests.codec import decode_mask
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -99,8 +99,8 @@ def test_shipped_mask_video_wins(masked, tmp_path, fake_video):
 
     out = _run("masks", ds, "--workers", "0")
     assert "shipped: 3" in out
-    from dfpipe.pipeline.decode import iter_frames
-    from dfpipe.pipeline.pairmask import shipped_mask
+    from dfpipe.pipeline.video.decode import iter_frames
+    from dfpipe.pipeline.masks.pairmask import shipped_mask
 
     got = _faces(ds, "fake").set_index("frame_index")
     frames = {f.index: f.image for f in iter_frames(mask_video) if f.index in got.index}

@@ -157,7 +157,7 @@ def test_weights_record_gives_the_files_real_hash(retinaface_weights, tmp_path):
 
 
 def test_detect_on_a_real_photo(mobilenet, faces_dir):
-    from dfpipe.pipeline.imagecodec import read_image_file
+    from dfpipe.manifests.codec import read_image_file
 
     image = read_image_file(str(faces_dir / "fr_obama_small.jpg"))
     raw = mobilenet.detect(mobilenet.preprocess(image[None]), score_threshold=0.8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfpipe.pipeline.align import align_matrix, warp_crop
+from dfpipe.pipeline.faces.align import align_matrix, warp_crop
 from dfpipe.pipeline.synth.compose import Composer
 from dfpipe.pipeline.synth.external import ExternalGenerator
 from dfpipe.pipeline.synth.pairing import Pair, TrackRef, main_tracks, random_pairs, read_pairs_csv

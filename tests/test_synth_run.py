@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
 from dfpipe.manifests.validate import validate_dataset
-from dfpipe.pipeline.decode import iter_frames, probe
-from dfpipe.pipeline.imagecodec import decode_image, decode_mask
+from dfpipe.pipeline.video.decode import iter_frames, probe
+from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.pipeline.synth import SynthConfig, synthesize
-from dfpipe.pipeline.videoio import ffmpeg_exe
+from dfpipe.pipeline.video.writing import ffmpeg_exe
 from dfpipe.runtime.runinfo import ParamsMismatch
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ N_FRAMES = 12
 def reals(tmp_path_factory, real_video, retinaface_weights):
     import skimage.data
 
-    from dfpipe.pipeline.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
 
     root = tmp_path_factory.mktemp("synth")
     clips = root / "clips"

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 from conftest import SHARED, _need
 
-from dfpipe.pipeline.align import align_matrix, transform_points, warp_crop
+from dfpipe.pipeline.faces.align import align_matrix, transform_points, warp_crop
 
 SHARED_FACES = SHARED / "data" / "faces"
 
@@ -27,14 +27,14 @@ def _image(name: str) -> np.ndarray:
 
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
             return np.asarray(Image.open(fh).convert("RGB"))
-    from dfpipe.pipeline.imagecodec import read_image_file
+    from dfpipe.manifests.codec import read_image_file
 
     return read_image_file(str(_need(SHARED_FACES / name)))
 
 
 @lru_cache(maxsize=None)
 def _detector():
-    from dfpipe.pipeline.detect import FaceDetector
+    from dfpipe.pipeline.faces.detect import FaceDetector
 
     # skips on a user's clone without ../shared, fails in CI (conftest's rule)
     weights = _need(SHARED / "weights" / "retinaface" / "mobilenet0.25_Final.pth")

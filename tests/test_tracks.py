@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfpipe.pipeline.tracks import Tracker, box_iou, select_tracks
+from dfpipe.pipeline.faces.tracks import Tracker, box_iou, select_tracks
 
 
 def _lm(box):

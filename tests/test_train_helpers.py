@@ -22,7 +22,7 @@ _CACHE: dict[tuple, tuple[list[dict], list[dict]]] = {}
 
 def extract_pair(real_video: Path, fake_video: Path, every: int, size: int, work: Path) -> tuple[list[dict], list[dict]]:
     """Face rows (largest face per frame) of the real video and the fake, same frames."""
-    from dfpipe.pipeline.extract import ExtractConfig, process_video
+    from dfpipe.pipeline.faces.extract import ExtractConfig, process_video
 
     key = (str(real_video), str(fake_video), every, size)
     if key not in _CACHE:
@@ -54,7 +54,7 @@ def write_clip_dataset(
     import cv2
     import numpy as np
 
-    from dfpipe.pipeline.imagecodec import decode_image, encode_mask
+    from dfpipe.manifests.codec import decode_image, encode_mask
 
     real_by_frame = {r["frame_index"]: r for r in real}
     videos: dict[str, dict] = {}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dfpipe.media.faceclips import DEMO_CLIPS, compose_photos, face_photo, make_demo_videos, render_clip
-from dfpipe.pipeline.decode import DecodeError, Sampling, iter_frames, probe
-from dfpipe.pipeline.videoio import (
+from dfpipe.pipeline.video.decode import DecodeError, Sampling, iter_frames, probe
+from dfpipe.pipeline.video.writing import (
     QUALITY_CRF,
     add_sine_audio,
     crf_for_quality,
@@ -142,7 +142,7 @@ def test_clip_geometry_motion_audio_and_rotation(tmp_path):
 
 @pytest.mark.slow
 def test_demo_clips_show_the_faces_to_retinaface(tmp_path, retinaface_weights):
-    from dfpipe.pipeline.detect import FaceDetector
+    from dfpipe.pipeline.faces.detect import FaceDetector
 
     paths = make_demo_videos(tmp_path)
     assert [p.name for p in paths] == list(DEMO_CLIPS)

@@ -43,3 +43,24 @@ def print_run_table(title: str, rows: list[tuple[str, object]], failed: list[tup
         console.print(f"[red]{code}[/] {path}: {message}")
     if len(failed) > 20:
         console.print(f"... and {len(failed) - 20} more (dfpipe info {out})")
+
+
+def print_stage_summary(summary, extra: list[tuple[str, object]] | None = None) -> None:
+    """The end-of-run table of every dataset stage (a `runtime.stage.StageSummary`): items,
+    how many were done before, ok / failed by error code, what was dropped by reason, the
+    stage's own counts, then the first failures."""
+    unit = summary.unit
+    rows: list[tuple[str, object]] = [
+        (unit, summary.n_items), ("  already done (skipped)", summary.n_skipped),
+        ("  ok", summary.n_ok), ("  failed", summary.n_errors),
+    ]
+    rows += [(f"    {code}", n) for code, n in sorted(summary.errors.items())]
+    rows += [(name, n) for name, n in summary.counts.items()]
+    if summary.dropped:
+        rows.append(("dropped", sum(summary.dropped.values())))
+        rows += [(f"  {reason}", n) for reason, n in sorted(summary.dropped.items())]
+    rows += list(extra or [])
+    rows.append(("seconds", f"{summary.seconds:.1f}"))
+    print_run_table(f"{summary.stage} -> {summary.root}", rows, summary.failed, summary.root)
+    for note in summary.notes[:20]:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)

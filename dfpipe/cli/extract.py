@@ -1,4 +1,4 @@
-"""`dfpipe extract`: a thin layer over `dfpipe.pipeline.extract.extract`."""
+"""`dfpipe extract`: a thin layer over `dfpipe.pipeline.faces.extract.extract`."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def extract(
     every input was extracted, 1 when some inputs failed (their rows say why), 2 on bad
     arguments.
     """
-    from dfpipe.pipeline.extract import ExtractConfig, extract as run_extract
+    from dfpipe.pipeline.faces.extract import ExtractConfig, extract as run_extract
     from dfpipe.runtime.runinfo import ParamsMismatch
     from dfpipe.runtime.weights import WeightsError
 

@@ -7,14 +7,14 @@ nothing a reader can see.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from dfpipe.runtime.files import atomic_write
 
 
 def part_path(root: str | Path, table: str, key: str) -> Path:
@@ -30,18 +30,9 @@ def rows_to_table(rows: Sequence[Mapping], schema: pa.Schema) -> pa.Table:
 
 def write_part_atomic(table: pa.Table, path: str | Path) -> Path:
     """Write `table` to `path` so that it is visible only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    try:
+    with atomic_write(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=256)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def write_rows(root: str | Path, table: str, key: str, rows: Sequence[Mapping], schema: pa.Schema) -> Path:

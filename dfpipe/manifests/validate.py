@@ -136,7 +136,6 @@ def validate_dataset(root: str | Path, deep: bool = False) -> Report:
 
 def _check_stage_tables(root: Path, video_ids: set[str], report: Report) -> None:
     """Tables later stages add (quality/...): schema, required values, video references."""
-    import dfpipe.pipeline.quality.tables  # noqa: F401  (registers the quality tables)
 
     for name in sorted(set(TABLES) - {"videos", "faces"}):
         if not (root / name).is_dir():
@@ -152,7 +151,7 @@ def _check_stage_tables(root: Path, video_ids: set[str], report: Report) -> None
 
 
 def _check_images(f: dict, report: Report) -> None:
-    from dfpipe.pipeline.imagecodec import decode_image, decode_mask
+    from dfpipe.manifests.codec import decode_image, decode_mask
 
     bad_img = bad_mask = wrong_size = 0
     for img, mask, size in zip(f["image"], f["mask"], f["size"]):

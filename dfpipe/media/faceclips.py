@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from dfpipe.pipeline.videoio import add_sine_audio, atomic_output, set_rotation, write_video
+from dfpipe.pipeline.video.writing import add_sine_audio, atomic_output, set_rotation, write_video
 
 FACE_PHOTOS = ("astronaut", "grace_hopper")
 # Face centre of each photo as fractions of its width and height (RetinaFace mobilenet0.25

@@ -4,7 +4,7 @@ The tree is written here so the published state dicts (`mobilenet0.25_Final.pth`
 `Resnet50_Final.pth`) load with `strict=True`; priors, decoding and input
 normalisation follow the project spec (`specs/faces.md`). One class serves both backbones through
 `RetinaFaceConfig`. The model works in *network-input* pixels; resizing frames and mapping
-results back to the caller's image is the job of `dfpipe.pipeline.detect`.
+results back to the caller's image is the job of `dfpipe.pipeline.faces.detect`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from dfpipe.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +129,6 @@ def local_cluster_settings(spawn_env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def run_tasks(
     tasks: Sequence[Task],
     client: Any | None,
@@ -151,7 +139,7 @@ def run_tasks(
     """Run tasks (respecting `after`), return {key: result}. A task that raises is the
     function's bug: per-item functions turn bad input into error rows themselves."""
     results: dict[str, Any] = {}
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         tid = bar.add_task(description, total=len(tasks))
         if client is None:
             for task in _dependency_order(tasks):

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dfpipe.manifests.parts import list_parts, read_table
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
-from dfpipe.pipeline.imagecodec import decode_image, decode_mask
+from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.train.augment import AugmentConfig, augment
 from dfpipe.train.splits import DEFAULT_FRACTIONS, assign_splits
 

@@ -4,7 +4,7 @@ from another face, with the untouched crop as the target (iHarmony4's HCOCO reci
 A composite is `m * recolour(real) + (1 - m) * real` where the mask `m` is the crop's
 `mask` column or, when that is null, the landmark hull of its 5 points. The recolouring
 moves the face's colour statistics towards another face's (the synthesis stage's `rct`,
-`lct`, `mkl` from `dfpipe.pipeline.colour`, or per-channel histogram matching
+`lct`, `mkl` from `dfpipe.pipeline.synth.colour`, or per-channel histogram matching
 `hist`) or shifts brightness / contrast / gamma per channel (`bcg`). Composites are drawn on the fly from a generator seeded by
 (seed, epoch, index), so an epoch is reproducible and a resumed run sees the same data.
 Validation faces come from held-out videos, never from a training video.
@@ -25,12 +25,12 @@ from torch.utils.data import Dataset
 
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA
-from dfpipe.pipeline.align import transform_points
-from dfpipe.pipeline.colour import ColourTransfer
-from dfpipe.pipeline.facemask import REGIONS, landmark_hull_mask
-from dfpipe.pipeline.imagecodec import decode_image, decode_mask
+from dfpipe.pipeline.faces.align import transform_points
+from dfpipe.pipeline.synth.colour import ColourTransfer
+from dfpipe.pipeline.masks.facemask import REGIONS, landmark_hull_mask
+from dfpipe.manifests.codec import decode_image, decode_mask
 
-#: transfers from dfpipe.pipeline.colour (`idt` is left out: ~1 s per face, too slow to draw
+#: transfers from dfpipe.pipeline.synth.colour (`idt` is left out: ~1 s per face, too slow to draw
 #: on the fly), plus per-channel histogram matching and lighting shifts
 COLOUR_MODES = ("rct", "lct", "mkl")
 TRANSFERS = (*COLOUR_MODES, "hist", "bcg")

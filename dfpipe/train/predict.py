@@ -29,7 +29,7 @@ _CROP_KEYS = ("size", "crop", "margin", "detector", "max_side", "score_threshold
 
 def extract_config(ckpt: dict[str, Any], every: int | None, count: int | None, keep: str, device: str):
     """ExtractConfig repeating the training crops; frame sampling and keep from the caller."""
-    from dfpipe.pipeline.extract import ExtractConfig
+    from dfpipe.pipeline.faces.extract import ExtractConfig
 
     known = {f.name for f in fields(ExtractConfig)}
     recorded = {k: v for k, v in (ckpt.get("extract") or {}).items() if k in _CROP_KEYS and k in known}
@@ -67,8 +67,8 @@ def predict(
 ) -> dict[str, Any]:
     """Score each video; `faces=True` also lists every face's probability. `output`
     writes the result as JSON."""
-    from dfpipe.pipeline.extract import process_video
-    from dfpipe.pipeline.imagecodec import decode_image
+    from dfpipe.pipeline.faces.extract import process_video
+    from dfpipe.manifests.codec import decode_image
 
     if not videos:
         raise DataError("no videos given")

@@ -25,7 +25,7 @@ from typing import Iterable
 
 from dfpipe.manifests.parts import part_keys, write_rows
 from dfpipe.manifests.schema import LABELS, SPLITS, VIDEOS_SCHEMA
-from dfpipe.pipeline.extract import video_content_id
+from dfpipe.manifests.ids import video_content_id
 
 
 class IngestError(ValueError):

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from dfpipe.pipeline.decode import DecodeError, probe
+from dfpipe.pipeline.video.decode import DecodeError, probe
 
 
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:

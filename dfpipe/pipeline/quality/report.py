@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfpipe.pipeline.quality.tables import METRIC_COLUMNS
+from dfpipe.manifests.schema import METRIC_COLUMNS
 
 GROUP = ["dataset", "method", "compression", "label"]
 #: Higher is better for these; lower for the rest.

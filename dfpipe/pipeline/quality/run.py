@@ -66,7 +66,7 @@ def run_masks(
     scheduler: str | None = None,
 ) -> int:
     """0 when every extracted fake has masks, 2 on bad arguments."""
-    from dfpipe.pipeline.pairmask import PairMaskConfig, make_masks
+    from dfpipe.pipeline.masks.pairmask import PairMaskConfig, make_masks
     from dfpipe.runtime.runinfo import ParamsMismatch
 
     console = Console()

@@ -24,17 +24,17 @@ import numpy as np
 
 from dfpipe.manifests.parts import part_keys, read_table, write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.align import invert_matrix, warp_crop
-from dfpipe.pipeline.imagecodec import decode_image, decode_mask
+from dfpipe.pipeline.faces.align import invert_matrix, warp_crop
+from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.pipeline.quality.ewarp import DIS_PRESETS, FlowEstimator, ewarp_pair
 from dfpipe.pipeline.quality.frames import frames_at
 from dfpipe.pipeline.quality.ssim import binary_mask, mask_ssim, ssim
-from dfpipe.pipeline.quality.tables import (
-    FRAMES_TABLE,
+from dfpipe.manifests.schema import (
+    QUALITY_FRAMES_TABLE,
     METRIC_COLUMNS,
     QUALITY_FRAMES_SCHEMA,
     QUALITY_VIDEOS_SCHEMA,
-    VIDEOS_TABLE,
+    QUALITY_VIDEOS_TABLE,
 )
 
 METRICS = ("mask_ssim", "lpips", "ewarp")  # lpips also gives vgg_mse; mask_ssim also ssim
@@ -213,7 +213,7 @@ def _frame_item(index: int, image: np.ndarray, src: np.ndarray | None, faces: li
 
 def score_video(root: str | Path, video: dict[str, Any], source: dict[str, Any] | None, config: QualityConfig) -> dict[str, Any]:
     """Score one video, write its quality parts, return its quality/videos row."""
-    from dfpipe.pipeline.decode import DecodeError
+    from dfpipe.pipeline.video.decode import DecodeError
 
     root = Path(root)
     vid = video["video_id"]
@@ -239,8 +239,8 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _finish(root: Path, vid: str, frame_rows: list[dict], video_row: dict) -> dict:
-    write_rows(root, FRAMES_TABLE, vid, frame_rows, QUALITY_FRAMES_SCHEMA)
-    write_rows(root, VIDEOS_TABLE, vid, [video_row], QUALITY_VIDEOS_SCHEMA)  # last: the done marker
+    write_rows(root, QUALITY_FRAMES_TABLE, vid, frame_rows, QUALITY_FRAMES_SCHEMA)
+    write_rows(root, QUALITY_VIDEOS_TABLE, vid, [video_row], QUALITY_VIDEOS_SCHEMA)  # last: the done marker
     return video_row
 
 
@@ -324,7 +324,7 @@ def score_quality(
         import shutil
 
         shutil.rmtree(root / "quality")
-    if part_keys(root, VIDEOS_TABLE):
+    if part_keys(root, QUALITY_VIDEOS_TABLE):
         try:
             check_params(root, "score-quality", config.output_params())
         except ParamsMismatch as exc:
@@ -333,7 +333,7 @@ def score_quality(
     started = time.perf_counter()
     videos = {v["video_id"]: v for v in read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()}
     ok = [v for v in videos.values() if v["status"] == "ok"]
-    done = part_keys(root, VIDEOS_TABLE)
+    done = part_keys(root, QUALITY_VIDEOS_TABLE)
     todo = [v for v in ok if v["video_id"] not in done]
     summary = QualitySummary(root=root, n_videos=len(ok), n_skipped=len(ok) - len(todo))
 
@@ -352,8 +352,8 @@ def score_quality(
 
 def read_quality(root: str | Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:  # noqa: F821
     """(frames, videos) quality tables of `root` as pandas DataFrames."""
-    frames = read_table(root, FRAMES_TABLE, QUALITY_FRAMES_SCHEMA).to_pandas()
-    vids = read_table(root, VIDEOS_TABLE, QUALITY_VIDEOS_SCHEMA).to_pandas()
+    frames = read_table(root, QUALITY_FRAMES_TABLE, QUALITY_FRAMES_SCHEMA).to_pandas()
+    vids = read_table(root, QUALITY_VIDEOS_TABLE, QUALITY_VIDEOS_SCHEMA).to_pandas()
     return frames, vids
 
 

@@ -29,16 +29,17 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from dfpipe.manifests.ids import face_id, relative_path
 from dfpipe.manifests.parts import part_keys, part_path, read_table, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_INDEX_COLUMNS, FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.align import transform_points, warp_crop
-from dfpipe.pipeline.decode import DecodeError, iter_frames, probe
-from dfpipe.pipeline.imagecodec import decode_image, encode_image, encode_mask
+from dfpipe.pipeline.faces.align import transform_points, warp_crop
+from dfpipe.pipeline.video.decode import DecodeError, iter_frames, probe
+from dfpipe.manifests.codec import decode_image, encode_image, encode_mask
 from dfpipe.pipeline.synth.compose import Composer
 from dfpipe.pipeline.synth.config import SynthConfig
 from dfpipe.pipeline.synth.pairing import Pair, TrackRef, main_tracks, random_pairs, read_pairs_csv, real_videos, track_sizes
 from dfpipe.pipeline.synth.track import TrackPlan, plan_track
-from dfpipe.pipeline.videoio import atomic_output, crf_for_quality, run_ffmpeg, write_video
+from dfpipe.pipeline.video.writing import atomic_output, crf_for_quality, run_ffmpeg, write_video
 
 log = logging.getLogger(__name__)
 FAKES_DIR = "fakes"
@@ -152,7 +153,7 @@ def _rel_video_path(key: str, quality: str) -> str:
 
 @lru_cache(maxsize=2)
 def _harmonizer(checkpoint: str, device: str):
-    from dfpipe.pipeline.blend import load_harmonizer
+    from dfpipe.pipeline.synth.blend import load_harmonizer
 
     return load_harmonizer(checkpoint, device)
 
@@ -362,7 +363,7 @@ def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan
         crop = warp_crop(frame.image, row["matrix"], crop_size)
         out.append({
             **{k: row[k] for k in ("track_id", "score", "x1", "y1", "x2", "y2", "landmarks", "matrix", "crop", "size")},
-            "face_id": f"{vid}-{frame.index:07d}-{row['track_id']:03d}",
+            "face_id": face_id(vid, frame.index, row["track_id"]),
             "video_id": vid,
             "frame_index": frame.index,
             "timestamp": frame.timestamp,
@@ -406,7 +407,7 @@ def _copy_reals(ds: Path, out: Path, video_ids: set[str]) -> None:
             tmp = dst.parent / f".tmp-copy-{dst.name}"
             shutil.copyfile(src_faces, tmp)
             os.replace(tmp, dst)
-        row["path"] = os.path.relpath((ds / row["path"]).absolute(), out.absolute())
+        row["path"] = relative_path(ds / row["path"], out)
         write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(out, "videos", vid))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from dfpipe.pipeline.facemask import REFERENCE_FACE, face_scale
+from dfpipe.pipeline.masks.facemask import REFERENCE_FACE, face_scale
 
 _P = 0.3
 

@@ -180,7 +180,7 @@ def add_sine_audio(src: str | Path, dst: str | Path, frequency: float = 440.0, s
     """Copy `src`'s video to `dst` with a sine-tone AAC track (`seconds` long, default
     the video's duration; not `-shortest`, which can drop the last video frames)."""
     if seconds is None:
-        from dfpipe.pipeline.decode import probe
+        from dfpipe.pipeline.video.decode import probe
 
         seconds = probe(src).duration
     with atomic_output(dst) as tmp:

@@ -13,7 +13,6 @@ and matrices (`source_faces`), so real and fake crops line up pixel for pixel.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,12 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dfpipe.manifests.ids import face_id, path_id, relative_path, video_content_id
 from dfpipe.manifests.parts import list_parts, part_keys, part_path, read_table, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_INDEX_COLUMNS, FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.align import CROPS, crop_matrix, warp_crop
-from dfpipe.pipeline.decode import DecodeError, Sampling, VideoInfo, iter_frames, probe
-from dfpipe.pipeline.imagecodec import IMAGE_FORMATS, encode_image
-from dfpipe.pipeline.tracks import Tracker, TrackedFrame, select_tracks
+from dfpipe.pipeline.faces.align import CROPS, crop_matrix, warp_crop
+from dfpipe.pipeline.video.decode import DecodeError, Sampling, VideoInfo, iter_frames, probe
+from dfpipe.manifests.codec import IMAGE_FORMATS, encode_image
+from dfpipe.pipeline.faces.tracks import Tracker, TrackedFrame, select_tracks
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts", ".ogv",
 }
 KEEP_MODES = ("all", "largest", "main")
-_HASH_CHUNK = 4 << 20
 _ROWS_PER_GROUP = 32
 
 
@@ -146,31 +145,6 @@ class RunSummary:
 # ----------------------------------------------------------------------------- ids and inputs
 
 
-def video_content_id(path: str | Path) -> str:
-    """A content hash: blake2b of the size plus the first and last 4 MiB.
-
-    Reading whole files would make listing a large dataset as slow as copying it; the two
-    ends of a video (headers, index, first and last GOPs) already differ between any two
-    encodes. Unreadable paths get an id from the path, so their error row is stable too.
-    """
-    p = Path(path)
-    h = hashlib.blake2b(digest_size=10)
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as fh:
-            h.update(str(size).encode())
-            h.update(fh.read(_HASH_CHUNK))
-            if size > 2 * _HASH_CHUNK:
-                fh.seek(-_HASH_CHUNK, os.SEEK_END)
-                h.update(fh.read(_HASH_CHUNK))
-            elif size > _HASH_CHUNK:
-                h.update(fh.read())
-        return h.hexdigest()
-    except OSError:
-        h.update(b"path:" + str(p.resolve()).encode())
-        return "nofile-" + h.hexdigest()
-
-
 def is_dataset_dir(path: Path) -> bool:
     return path.is_dir() and (path / "videos").is_dir() and bool(list_parts(path, "videos"))
 
@@ -226,7 +200,7 @@ def _face_row(
 ) -> dict[str, Any]:
     crop = warp_crop(frame.image, matrix, config.size)
     return {
-        "face_id": f"{video_id}-{frame.index:07d}-{track_id:03d}",
+        "face_id": face_id(video_id, frame.index, track_id),
         "video_id": video_id,
         "frame_index": int(frame.index),
         "timestamp": float(frame.timestamp),
@@ -368,7 +342,7 @@ def _raw_face_rows(
 
 def detector_for(config: ExtractConfig):
     """The process's detector for these settings (built once, then cached)."""
-    from dfpipe.pipeline.detect import load_detector
+    from dfpipe.pipeline.faces.detect import load_detector
 
     return load_detector(config.detector, config.weights, config.device, config.max_side,
                          config.score_threshold, config.nms_threshold, config.batch_size)
@@ -429,19 +403,12 @@ def _video_row(job: VideoJob, root: Path, info: VideoInfo | None, **values: Any)
     prior = dict(job.prior)
     row = {k: prior.get(k) for k in ("label", "dataset", "method", "compression", "source_video_id", "target_video_id", "split", "meta")}
     row["label"] = row["label"] or "unknown"
-    row.update(video_id=job.video_id, path=_relative(job.path, root))
+    row.update(video_id=job.video_id, path=relative_path(job.path, root))
     if info is not None:
         row.update(width=info.width, height=info.height, rotation=info.rotation, fps=info.fps,
                    n_frames=info.n_frames, duration=info.duration, codec=info.codec, has_audio=info.has_audio)
     row.update(values)
     return row
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return os.path.relpath(Path(path).absolute(), Path(root).absolute())
-    except ValueError:  # another drive on Windows
-        return str(Path(path).absolute())
 
 
 def process_video(
@@ -718,9 +685,9 @@ def _finished_ids(root: Path) -> set[str]:
 
 
 def _write_duplicate(root: Path, path: Path, first_id: str, summary: RunSummary) -> None:
-    dup_id = "dup-" + hashlib.blake2b(str(Path(path).absolute()).encode(), digest_size=10).hexdigest()
+    dup_id = path_id(path, "dup-")
     row = {
-        "video_id": dup_id, "path": _relative(path, root), "label": "unknown", "status": "error",
+        "video_id": dup_id, "path": relative_path(path, root), "label": "unknown", "status": "error",
         "error_code": "duplicate", "error": f"same content as video {first_id}; extracted once",
     }
     write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(root, "videos", dup_id))

@@ -6,7 +6,7 @@ gradient-domain or learned step.
 - `poisson` / `poisson-mixed`: OpenCV seamlessClone (NORMAL / MIXED gradients) on the
   mask's box, then the soft mask on top, so pixels outside the mask stay the frame's own.
 - `dovenet`: the alpha composite harmonized by a DoveNet checkpoint
-  (`dfpipe.pipeline.harmonize.Harmonizer`), pasted back through the mask.
+  (`dfpipe.pipeline.synth.harmonize.Harmonizer`), pasted back through the mask.
 
 All images RGB uint8 of one size; masks uint8 (255 = fg) or float in [0, 1].
 """
@@ -84,7 +84,7 @@ def load_harmonizer(checkpoint: str | Path | None, device: str = "cpu"):
     if not Path(checkpoint).is_file():
         raise ValueError(f"harmonizer checkpoint {checkpoint} does not exist")
     try:
-        from dfpipe.pipeline.harmonize import Harmonizer
+        from dfpipe.pipeline.synth.harmonize import Harmonizer
     except ImportError as exc:  # the harmonizer stage is a separate module; say what is missing
         raise ValueError(f"--blend dovenet is unavailable: {exc}") from exc
     return Harmonizer.from_checkpoint(checkpoint, device)

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from dfpipe.manifests.parts import part_path, read_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.align import transform_points, warp_crop
-from dfpipe.pipeline.imagecodec import decode_image, encode_mask
+from dfpipe.pipeline.faces.align import transform_points, warp_crop
+from dfpipe.manifests.codec import decode_image, encode_mask
 from dfpipe.pipeline.quality.ssim import ssim_map
 
 DIFFERENCES = ("max", "ssim", "both")
@@ -138,7 +138,7 @@ def shipped_mask(mask_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.nd
 
 
 def landmark_mask(landmarks: np.ndarray, matrix: np.ndarray, size: int, region: str = "full") -> np.ndarray:
-    from dfpipe.pipeline.facemask import landmark_hull_mask
+    from dfpipe.pipeline.masks.facemask import landmark_hull_mask
 
     pts = transform_points(np.asarray(landmarks).reshape(5, 2), np.asarray(matrix).reshape(2, 3))
     return landmark_hull_mask(pts, (size, size), region)
@@ -157,7 +157,7 @@ def _shipped_frames(root: Path, meta: dict, indices: set[int]) -> dict[int, np.n
     rel = meta.get("mask_path")
     if not rel:
         return None
-    from dfpipe.pipeline.decode import iter_frames
+    from dfpipe.pipeline.video.decode import iter_frames
 
     frames = {}
     last = max(indices) if indices else -1

@@ -1,0 +1,208 @@
+"""One runner for every dataset stage (extract, masks, synthesize, score-quality).
+
+A stage is a small object that knows its work items and how to do one; `run_stage` owns
+everything around that, the same way for every stage:
+
+- the parameter check against `run.json` (a resumed run must not mix two settings) and
+  the record of the run there;
+- the filter of items already done (their completion marker, the part written last, exists);
+- the Dask map, or the identical serial loop (`workers=0`, or nothing to do);
+- one error policy: an `ItemError` keeps its code, anything else becomes `internal` with the
+  exception's message in the item's error row (traceback logged, shown under --verbose),
+  and the run goes on;
+- one summary: counts by status, error code and drop reason, read back from the markers of
+  every item of the run, new and resumed alike.
+
+The stage object travels to Dask workers, so it holds only its configuration and paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Iterable, Mapping, Sequence, TypeVar
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+
+
+class ItemError(Exception):
+    """A known problem with one work item's input: its row gets `code` (a stable error code
+    of `dfpipe.manifests.schema.ERROR_CODES`) and the readable `message`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Outcome:
+    """What one item's marker says: read back for the summary, so resumed items count too."""
+
+    key: str
+    status: str  # ok / error
+    name: str = ""  # what the user knows the item by (a path, a video id)
+    error_code: str | None = None
+    error: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)  # e.g. faces, tracks, frames
+    dropped: Mapping[str, int] = field(default_factory=dict)  # what the item left out, by reason
+
+
+class Stage(Generic[Item]):
+    """The protocol `run_stage` drives; subclasses fill in the item-level parts."""
+
+    #: the stage's key in run.json and its progress label
+    name: str = "stage"
+    #: what one item is, for the summary ("videos", "fakes")
+    unit: str = "items"
+    #: the dataset directory the stage writes
+    root: Path
+
+    def params(self) -> dict[str, Any]:
+        """What decides the output: a resumed run must share it with the first one."""
+        raise NotImplementedError
+
+    def weights(self) -> dict[str, str]:
+        """{weights file name: sha256} recorded in run.json; checked before any work."""
+        return {}
+
+    def items(self) -> Sequence[Item]:
+        """Every work item the run covers, done or not, in the order to hand them out."""
+        raise NotImplementedError
+
+    def key(self, item: Item) -> str:
+        raise NotImplementedError
+
+    def done(self) -> set[str]:
+        """Keys whose completion marker exists."""
+        raise NotImplementedError
+
+    def after(self, item: Item) -> tuple[str, ...]:
+        """Keys of items that must finish before this one (e.g. a fake after its source)."""
+        return ()
+
+    def prepare(self) -> None:
+        """Work once before the items, after the run is recorded (rows no item owns)."""
+
+    def setup_worker(self, on_worker: bool) -> None:
+        """Once in every process that will run items, before the first (load a model there,
+        so a file it cannot use fails the run at once instead of every item)."""
+
+    def process(self, item: Item, on_worker: bool) -> None:
+        """Do one item: write its part files, the completion marker last. Raise ItemError
+        for a known input problem; any other exception is a bug, kept as an `internal` row."""
+        raise NotImplementedError
+
+    def write_error(self, item: Item, code: str, message: str) -> None:
+        """Write the item's error row(s), which are its completion marker too."""
+        raise NotImplementedError
+
+    def outcomes(self, keys: Iterable[str]) -> list[Outcome]:
+        """The markers of `keys` as outcomes (missing ones left out)."""
+        raise NotImplementedError
+
+
+@dataclass
+class StageSummary:
+    """The end-of-run counts of one stage, whatever the stage."""
+
+    stage: str
+    root: Path
+    unit: str = "items"
+    n_items: int = 0
+    n_skipped: int = 0  # done by an earlier run
+    by_status: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (name, code, message)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_ok(self) -> int:
+        return self.by_status.get("ok", 0)
+
+    @property
+    def n_errors(self) -> int:
+        return sum(self.errors.values())
+
+
+def run_stage(
+    stage: Stage,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> StageSummary:
+    """Run `stage` over its items not yet done, then summarize all of them.
+
+    Raises ParamsMismatch (from runinfo) before any work when the stage already ran in
+    `stage.root` with other parameters, and whatever `stage.weights()` raises for a
+    missing or wrong weights file.
+    """
+    from dfpipe.runtime.parallel import Task, dask_client, run_on_each_worker, run_tasks
+    from dfpipe.runtime.runinfo import check_params, record_stage
+
+    started = time.perf_counter()
+    root = Path(stage.root)
+    params = stage.params()
+    check_params(root, stage.name, params)
+    weights = stage.weights()
+    items = list(stage.items())
+    keys = [stage.key(i) for i in items]
+    done = stage.done()
+    todo = [i for i, k in zip(items, keys) if k not in done]
+    todo_keys = {stage.key(i) for i in todo}
+    summary = StageSummary(stage.name, root, stage.unit, n_items=len(items), n_skipped=len(items) - len(todo))
+    with dask_client(workers, scheduler) if todo else contextlib.nullcontext() as client:
+        if todo:
+            run_on_each_worker(client, stage.setup_worker, client is not None)
+        root.mkdir(parents=True, exist_ok=True)
+        record_stage(root, stage.name, params, weights=weights)
+        stage.prepare()
+        tasks = [
+            Task(
+                key=k,
+                fn=run_item,
+                args=(stage, item, client is not None),
+                after=tuple(a for a in stage.after(item) if a in todo_keys),
+            )
+            for item, k in ((i, stage.key(i)) for i in todo)
+        ]
+        if tasks:
+            run_tasks(tasks, client, description=stage.name, progress=progress)
+    for outcome in stage.outcomes(keys):
+        add_outcome(summary, outcome)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def run_item(stage: Stage, item: Any, on_worker: bool) -> str:
+    """One item under the one error policy; returns its status. Never raises for the item's
+    own failures: they become its error row, and the run goes on."""
+    try:
+        stage.process(item, on_worker)
+        return "ok"
+    except ItemError as exc:
+        log.warning("%s %s: %s (%s)", stage.name, stage.key(item), exc.message, exc.code)
+        stage.write_error(item, exc.code, exc.message)
+    except Exception as exc:  # a bug must not stop the run: an `internal` row, traceback logged
+        log.exception("%s failed on %s", stage.name, stage.key(item))
+        stage.write_error(item, "internal", f"{type(exc).__name__}: {exc}")
+    return "error"
+
+
+def add_outcome(summary: StageSummary, outcome: Outcome) -> None:
+    summary.by_status[outcome.status] += 1
+    summary.counts.update({k: int(v or 0) for k, v in outcome.counts.items()})
+    summary.dropped.update({k: int(v or 0) for k, v in outcome.dropped.items()})
+    if outcome.status == "error":
+        code = outcome.error_code or "internal"
+        summary.errors[code] += 1
+        summary.failed.append((outcome.name or outcome.key, code, outcome.error or ""))
