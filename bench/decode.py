@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline.video import decode
+from dfpipe.pipeline.video import decord_backend, pyav_backend
 from dfpipe.pipeline.video.decode import Sampling, iter_frames, probe
 
 SHARED_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "ffpp_real_004.mp4"
@@ -41,7 +41,7 @@ def one_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int, int
     """Seconds, frames yielded and peak RSS growth (bytes) for one full pass."""
     backend, threads = BACKENDS[name]
     if threads is not None:
-        decode._DECORD_THREADS = threads
+        decord_backend._DECORD_THREADS = threads
     process = psutil.Process()
     start_rss = peak = process.memory_info().rss
     start = time.perf_counter()
@@ -51,21 +51,21 @@ def one_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int, int
         if n % 8 == 0:
             peak = max(peak, process.memory_info().rss)
     seconds = time.perf_counter() - start
-    decode._DECORD_THREADS = 1
+    decord_backend._DECORD_THREADS = 1
     return seconds, n, max(peak, process.memory_info().rss) - start_rss
 
 
 def sparse_pass(path: Path, sampling: Sampling, name: str) -> tuple[float, int]:
     backend, min_skip = SPARSE[name]
-    saved = decode._SEEK_MIN_SKIP
+    saved = pyav_backend._SEEK_MIN_SKIP
     if min_skip is not None:
-        decode._SEEK_MIN_SKIP = min_skip
+        pyav_backend._SEEK_MIN_SKIP = min_skip
     try:
         start = time.perf_counter()
         n = sum(1 for _ in iter_frames(path, sampling, backend))
         return time.perf_counter() - start, n
     finally:
-        decode._SEEK_MIN_SKIP = saved
+        pyav_backend._SEEK_MIN_SKIP = saved
 
 
 def sparse_table(path: Path, repeats: int) -> None:
@@ -93,15 +93,15 @@ def sparse_table(path: Path, repeats: int) -> None:
 
 
 def nonref_pass(path: Path, sampling: Sampling, skip: bool) -> tuple[float, int]:
-    saved = decode._NONREF_CODECS
+    saved = pyav_backend._NONREF_CODECS
     if not skip:
-        decode._NONREF_CODECS = set()
+        pyav_backend._NONREF_CODECS = set()
     try:
         start = time.perf_counter()
         n = sum(1 for _ in iter_frames(path, sampling, "pyav"))
         return time.perf_counter() - start, n
     finally:
-        decode._NONREF_CODECS = saved
+        pyav_backend._NONREF_CODECS = saved
 
 
 def nonref_table(clips: dict[str, Path], repeats: int) -> None:

@@ -59,7 +59,8 @@ def part_abc(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
 
     from dfpipe.pipeline.video.decode import Sampling, iter_frames
     from dfpipe.pipeline.faces.detect import load_detector
-    from dfpipe.pipeline.faces.extract import ExtractConfig, VideoJob, extract_video, video_content_id
+    from dfpipe.manifests.ids import video_content_id
+    from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video
 
     torch.set_num_threads(2)
     config = ExtractConfig(every=every)
@@ -112,7 +113,7 @@ def four_videos(videos: dict[str, Path], work: Path) -> Path:
 def part_d(videos: dict[str, Path], every: int, work: Path, repeats: int) -> dict:
     """Wall time of a 4-video run on a LocalCluster of 1 and of 2 workers (cluster start
     excluded), in back-to-back rounds; the speed-up is the median of the rounds' ratios."""
-    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces import ExtractConfig, extract
     from dfpipe.runtime.parallel import dask_client
 
     inputs = four_videos(videos, work)
@@ -222,7 +223,7 @@ def part_e(videos: dict[str, Path], every: int) -> list[dict]:
             continue
         code = (
             "import resource, sys, tempfile, time;"
-            "from dfpipe.pipeline.faces.extract import *;"
+            "from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video; from dfpipe.manifests.ids import video_content_id;"
             "import torch; torch.set_num_threads(1);"
             f"p = sys.argv[1]; t0 = time.perf_counter();"
             f"r = extract_video(VideoJob(__import__('pathlib').Path(p), video_content_id(p)), ExtractConfig(every={every}), tempfile.mkdtemp());"
@@ -244,7 +245,8 @@ def part_p(videos: dict[str, Path], every: int) -> list[dict]:
     import cv2
     import pyarrow.parquet as pq
 
-    from dfpipe.pipeline.faces.extract import ExtractConfig, VideoJob, extract_video, video_content_id
+    from dfpipe.manifests.ids import video_content_id
+    from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video
     from dfpipe.manifests.codec import decode_image
 
     strategies = {"default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "rle (dfpipe)": cv2.IMWRITE_PNG_STRATEGY_RLE}

@@ -53,7 +53,7 @@ def build_dataset(root: Path, every: int, size: int, assign) -> dict:
     """Faces of both videos with labels and time splits, written as dfpipe parts."""
     from dfpipe.manifests.parts import part_keys, rows_to_table, write_part_atomic, part_path
     from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-    from dfpipe.pipeline.faces.extract import ExtractConfig, process_video
+    from dfpipe.pipeline.faces import ExtractConfig, process_video
     from dfpipe.runtime.runinfo import record_stage
 
     if {"real004", "nt004"} <= part_keys(root, "faces"):
@@ -123,10 +123,10 @@ def main() -> None:
     ds = args.out / f"dataset-{split_tag}-every{args.every}-{args.size}px"
     info = build_dataset(ds, args.every, args.size, assign)
     if args.masks:
-        from dfpipe.pipeline.masks.pairmask import make_masks
+        from dfpipe.pipeline.masks import masks
 
-        masks = make_masks(ds, workers=0, progress=False)
-        info["masks"] = {"n_fakes": masks.n_fakes, "warnings": masks.warnings[:3]}
+        summary = masks(ds, workers=0, progress=False)
+        info["masks"] = {"n_fakes": summary.n_items, "notes": summary.notes[:3]}
     counts = load_index(ds).table.groupby(["split", "label"]).size().to_dict()
     print(f"dataset {ds}: {json.dumps({f'{s}/{l}': int(n) for (s, l), n in counts.items()})} {info}")
     results = []

@@ -25,7 +25,7 @@ import pyarrow.dataset as pads
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))
 #: per-run timings inside the `meta` JSON: not part of what a stage produces
-VOLATILE_META = ("extract_seconds", "seconds", "synth_seconds")
+VOLATILE_META = ["extract_seconds", "seconds", "synth_seconds"]
 
 
 #: `--tree OLD` runs the dfpipe package of another checkout (ahead of the installed one)
@@ -83,13 +83,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("bench_out/digest"))
     parser.add_argument("--tree", help="run the dfpipe of this checkout instead of the installed one")
+    parser.add_argument("--ignore-meta", action="append", default=[],
+                        help="also leave this `meta` key out of the digests (one a change added on purpose)")
+    parser.add_argument("--digest-only", action="store_true", help="digest an existing --work folder, run nothing")
     args = parser.parse_args()
+    VOLATILE_META.extend(args.ignore_meta)
     global TREE
     TREE = str(Path(args.tree).absolute()) if args.tree else None
     if TREE:
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in str(f)]
         sys.path.insert(0, TREE)
     work = args.work.absolute()
+    if args.digest_only:
+        return print_digests(work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     videos = SHARED / "data" / "videos"
@@ -114,6 +120,10 @@ def main() -> int:
     dfpipe("synthesize", str(ds), "--out", str(work / "sbi"), "--method", "self-blend", "--per-video", "6",
            "--workers", "0", "--no-progress")
     dfpipe("score-quality", str(fakes), "--metrics", "mask_ssim,ewarp", "--workers", "0")
+    return print_digests(work)
+
+
+def print_digests(work: Path) -> int:
     for name in ("ds", "fakes", "sbi"):
         for table, (n, digest) in digests(work / name).items():
             print(f"{name}/{table}: {n} rows {digest}")

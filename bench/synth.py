@@ -48,7 +48,7 @@ def make_reals(root: Path, frames: int) -> Path:
     import cv2
     import skimage.data
 
-    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces import ExtractConfig, extract
 
     clips = root / "clips"
     clips.mkdir(parents=True)
@@ -114,7 +114,7 @@ def srdf_table(ds: Path, tmp: Path) -> None:
     """SR-DF's blending comparison: one swap fake of the FF++ cut (identity: the astronaut)
     per blend/colour mode, scored by score-quality (Mask-SSIM, Ewarp; LPIPS needs ImageNet
     VGG-16 weights, absent offline)."""
-    from dfpipe.pipeline.quality.score import QualityConfig, read_quality, score_quality
+    from dfpipe.pipeline.quality import QualityConfig, read_quality, score_quality
 
     videos = pd.read_parquet(ds / "videos")
     real = videos[videos.path.str.contains("real004_0")].video_id.iloc[0]
@@ -145,7 +145,7 @@ def stage(ds: Path, tmp: Path, workers: int) -> tuple[float, int]:
     elapsed = time.perf_counter() - start
     assert summary.n_ok == 4 and not summary.n_errors, summary
     shutil.rmtree(out)
-    return summary.n_frames / elapsed, summary.n_frames
+    return summary.counts["frames"] / elapsed, summary.counts["frames"]
 
 
 def main() -> None:

@@ -42,10 +42,9 @@ def contact_sheet(dataset: str | Path, out_png: str | Path, per_video: int = 6, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfpipe.cli.common import console, print_error
-    from dfpipe.cli.extract import print_summary
+    from dfpipe.cli.common import console, print_error, print_stage_summary
     from dfpipe.media.faceclips import make_demo_videos
-    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces import ExtractConfig, extract
     from dfpipe.runtime.weights import WeightsError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         print_error(str(exc))
         return 2
-    print_summary(summary)
+    print_stage_summary(summary)
     sheet = contact_sheet(args.out / "ds", args.out / "contact_sheet.png")
     console.print(f"[bold]3/3[/] contact sheet of the crops: {sheet}")
     console.print(f"next: dfpipe info {args.out / 'ds'}   |   dfpipe validate {args.out / 'ds'}")

@@ -97,7 +97,7 @@ def test_dovenet_blend_runs_a_checkpoint_and_keeps_the_outside(composite, tmp_pa
     """Plumbing through the harmonizer with an untrained tiny DoveNet checkpoint: what it
     paints inside the mask is not judged here (the harmonizer's own tests do that)."""
     from dfpipe.models.dovenet import TINY_CONFIG, DoveNet, DoveNetConfig
-    from dfpipe.train.checkpoint import save_checkpoint
+    from dfpipe.runtime.checkpoint import save_checkpoint
 
     model = DoveNet(DoveNetConfig(**TINY_CONFIG))
     path = save_checkpoint({"model_name": "dovenet", "config": model.config_dict(),

@@ -17,9 +17,10 @@ import pytest
 
 from dfpipe.manifests.schema import ERROR_CODES
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline.video import decode
+from dfpipe.pipeline.video import pyav_backend
 from dfpipe.pipeline.video.decode import DecodeError, Sampling, iter_frames, probe
 from dfpipe.pipeline.video.writing import ffmpeg_exe, make_audio_only, run_ffmpeg, set_rotation
+from dfpipe.runtime.stage import ItemError
 
 BACKENDS = ["pyav", "decord"]
 FFPP_FRAMES, FFPP_FPS = 309, 25.0
@@ -145,12 +146,12 @@ def short_gop_clip(media):
 
 @pytest.mark.parametrize("sampling", [Sampling(count=6), Sampling(every=40), Sampling(fps=0.5)], ids=str)
 def test_seeking_over_gaps_gives_the_frames_decoding_through_does(short_gop_clip, sampling, monkeypatch):
-    plan = decode._seek_plan(short_gop_clip, probe(short_gop_clip), sampling)
+    plan = pyav_backend._seek_plan(short_gop_clip, probe(short_gop_clip), sampling)
     assert plan is not None and any(k is not None for k in plan.seek_to[1:])  # this test seeks
     seeking = list(iter_frames(short_gop_clip, sampling, "pyav"))
-    monkeypatch.setattr(decode, "_SEEK_MIN_SKIP", 10**9)  # never seek
-    monkeypatch.setattr(decode, "_NONREF_CODECS", set())  # and decode every frame
-    assert not any(decode._seek_plan(short_gop_clip, probe(short_gop_clip), sampling).seek_to)
+    monkeypatch.setattr(pyav_backend, "_SEEK_MIN_SKIP", 10**9)  # never seek
+    monkeypatch.setattr(pyav_backend, "_NONREF_CODECS", set())  # and decode every frame
+    assert not any(pyav_backend._seek_plan(short_gop_clip, probe(short_gop_clip), sampling).seek_to)
     through = list(iter_frames(short_gop_clip, sampling, "pyav"))
     assert [f.index for f in seeking] == [f.index for f in through] == plan.wanted
     assert [f.timestamp for f in seeking] == [f.timestamp for f in through]
@@ -175,17 +176,17 @@ def test_dropping_unsampled_nonref_frames_gives_the_frames_decoding_through_does
     """H.264 / HEVC frames that no other frame references are dropped undecoded unless
     sampled: the sampled frames keep their indices, timestamps and exact pixels."""
     path = request.getfixturevalue(clip)
-    assert not any(decode._seek_plan(path, probe(path), sampling).seek_to)  # decodes through
+    assert not any(pyav_backend._seek_plan(path, probe(path), sampling).seek_to)  # decodes through
     calls = []
-    skipping = decode._iter_pyav_skipping
-    monkeypatch.setattr(decode, "_iter_pyav_skipping", lambda *a: calls.append(1) or skipping(*a))
-    with caplog.at_level("DEBUG", logger=decode.__name__):
+    skipping = pyav_backend._iter_pyav_skipping
+    monkeypatch.setattr(pyav_backend, "_iter_pyav_skipping", lambda *a: calls.append(1) or skipping(*a))
+    with caplog.at_level("DEBUG", logger=pyav_backend.__name__):
         skipped = list(iter_frames(path, sampling, "pyav"))
     assert calls and not [r for r in caplog.records if r.levelname == "WARNING"]  # no fallback
     (report,) = [r.getMessage() for r in caplog.records if "decoded" in r.getMessage()]
     decoded, total = map(int, re.search(r"decoded (\d+) of (\d+) frames", report).groups())
     assert decoded < 0.75 * total  # the B-frames between samples were never decoded
-    monkeypatch.setattr(decode, "_NONREF_CODECS", set())
+    monkeypatch.setattr(pyav_backend, "_NONREF_CODECS", set())
     through = list(iter_frames(path, sampling, "pyav"))
     assert len(calls) == 1 and len(skipped) > 3
     assert [f.index for f in skipped] == [f.index for f in through]
@@ -294,6 +295,16 @@ def bad_inputs(media, real_video, faces_dir):
     files["corrupt_middle"] = media / "corrupt_middle.mp4"
     files["corrupt_middle"].write_bytes(bytes(corrupt))
     return files
+
+
+def test_decode_error_is_an_item_error_with_its_code():
+    """The stage runner keeps an ItemError's code, so a bad video's row says what is wrong."""
+    error = DecodeError("truncated", "clip.mp4: cut short")
+    assert isinstance(error, ItemError)
+    assert (error.code, error.message) == ("truncated", "clip.mp4: cut short")
+    assert str(error) == "truncated: clip.mp4: cut short"
+    with pytest.raises(ValueError, match="unknown decode error code"):
+        DecodeError("no_such_code", "clip.mp4")
 
 
 BAD_CASES = [

@@ -20,9 +20,9 @@ from dfpipe.pipeline.faces.detect import (
     as_rgb,
     detection_size,
     load_detector,
-    resolve_device,
 )
 from dfpipe.manifests.codec import read_image_file
+from dfpipe.runtime.device import DeviceError, resolve_device
 
 SINGLE = [
     "fr_obama_small.jpg",
@@ -246,7 +246,7 @@ def test_bad_settings_are_clear_errors(retinaface_weights):
         FaceDetector(score_threshold=1.5)
     with pytest.raises(DetectError, match="batch_size"):
         FaceDetector(batch_size=0)
-    with pytest.raises(DetectError, match="device"):
+    with pytest.raises(DeviceError, match="device"):
         FaceDetector(device="tpu")
 
 
@@ -254,7 +254,7 @@ def test_devices():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(DetectError, match="CUDA"):
+        with pytest.raises(DeviceError, match="CUDA"):
             resolve_device("cuda")
 
 

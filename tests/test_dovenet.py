@@ -183,7 +183,7 @@ def test_cli_rejects_a_missing_dataset(tmp_path):
 
 def test_harmonize_changes_only_masked_pixels(tmp_path):
     from dfpipe.pipeline.synth.harmonize import Harmonizer
-    from dfpipe.train.checkpoint import save_checkpoint
+    from dfpipe.runtime.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_dovenet(tiny=True, residual=False)  # a random non-identity generator
@@ -218,3 +218,17 @@ def test_harmonize_changes_only_masked_pixels(tmp_path):
     assert np.array_equal(outs[-1], images[-1])
     with pytest.raises(ValueError, match="masks"):
         harm.harmonize(images[:1], [])
+
+
+def test_only_a_dovenet_checkpoint_loads_and_files_appear_whole(tmp_path):
+    from dfpipe.models.dovenet import dovenet_from_checkpoint
+    from dfpipe.runtime.checkpoint import CheckpointError, save_checkpoint
+
+    path = save_checkpoint({"model_name": "m2tr", "model_kwargs": {}, "model": {}}, tmp_path / "detector.pt")
+    with pytest.raises(CheckpointError, match="not a DoveNet harmonizer"):
+        dovenet_from_checkpoint(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        dovenet_from_checkpoint(tmp_path / "junk.pt")
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".tmp-*"))

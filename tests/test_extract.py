@@ -4,6 +4,7 @@ from public-domain photos, bad inputs, resume after a kill, a 2-worker cluster."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -19,9 +20,10 @@ from typer.testing import CliRunner
 from dfpipe.cli.main import app
 from dfpipe.manifests.parts import read_table, rows_to_table, write_part_atomic, part_path
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.manifests.validate import validate_dataset
+from dfpipe.manifests.validate import validate
 from dfpipe.media.faceclips import render_clip
-from dfpipe.pipeline.faces.extract import ExtractConfig, VideoJob, extract, extract_video, video_content_id
+from dfpipe.manifests.ids import video_content_id
+from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract, extract_video
 from dfpipe.manifests.codec import decode_image
 from dfpipe.pipeline.faces.tracks import box_iou
 from dfpipe.pipeline.video.writing import make_audio_only, write_video
@@ -90,14 +92,14 @@ def test_clips_tracks_and_crops(clips, tmp_path):
     two_id = videos["two.mp4"]["video_id"]
     for f in (f for f in faces if f["video_id"] == two_id):
         assert (f["x1"] < 320) == (f["track_id"] == 0)
-    assert validate_dataset(out, deep=True).ok
+    assert validate(out, deep=True).ok
 
 
 @pytest.mark.slow
 def test_real_and_fake_pair_get_boxes_at_the_same_place(real_video, fake_video, tmp_path):
     out = tmp_path / "pair"
     summary = extract([real_video, fake_video], out, ExtractConfig(every=10, size=160), workers=0, progress=False)
-    assert summary.n_ok == 2 and summary.n_faces == 62  # 31 sampled frames x 1 face
+    assert summary.n_ok == 2 and summary.counts["faces"] == 62  # 31 sampled frames x 1 face
     faces = _faces(out).to_pylist()
     by_video: dict[str, dict[int, dict]] = {}
     for f in faces:
@@ -173,7 +175,7 @@ def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
     assert rows["one_frame.mp4"]["status"] == "ok" and rows["one_frame.mp4"]["n_faces"] == 1
     assert rows["no_face.mp4"]["status"] == "ok" and rows["no_face.mp4"]["n_faces"] == 0  # a result, not an error
     assert "truncated" in result.output and "failed" in result.output
-    assert validate_dataset(out).ok
+    assert validate(out).ok
     # the same run again is resumed: nothing redone, same exit status
     again = extract(inputs, out, config, workers=0, progress=False)
     assert again.n_skipped == len(inputs) and again.n_errors == len(expected)
@@ -234,10 +236,10 @@ def test_the_client_of_a_cluster_run_imports_no_torch(clips, tmp_path):
     """Only the workers detect: the client checks the weights file by hash, so a cluster
     run does not spend its first seconds importing torch in the client too."""
     code = (
-        "import sys; from dfpipe.pipeline.faces.extract import ExtractConfig, extract\n"
+        "import sys; from dfpipe.pipeline.faces import ExtractConfig, extract\n"
         "if __name__ == '__main__':\n"
         "    s = extract([sys.argv[1]], sys.argv[2], ExtractConfig(every=3, size=128), workers=1, progress=False)\n"
-        "    print(s.n_ok, s.n_faces, 'torch' in sys.modules)\n"
+        "    print(s.n_ok, s.counts['faces'], 'torch' in sys.modules)\n"
     )
     script = tmp_path / "client.py"
     script.write_text(code)
@@ -265,7 +267,7 @@ def test_a_cluster_run_prints_only_its_summary(clips, tmp_path):
 
 
 def test_videos_go_to_workers_largest_first(tmp_path):
-    from dfpipe.pipeline.faces.extract import _largest_first
+    from dfpipe.pipeline.faces.inputs import largest_first as _largest_first
 
     sizes = {"a.mp4": 10, "b.mp4": 300, "c.mp4": 10, "d.mp4": 2000}
     for name, size in sizes.items():
@@ -362,3 +364,26 @@ def test_validate_catches_broken_datasets(clips, tmp_path):
     result = runner.invoke(app, ["validate", str(out)])
     assert result.exit_code == 1
     assert "missing from videos/" in result.output and "unreadable Parquet" in result.output
+
+
+def test_dropped_faces_are_counted_by_reason(clips, tmp_path):
+    """Faces left out for their size, their score or their track are counted, per reason, in the
+    videos row (meta.dropped) and the run summary; kept + dropped add up to what was found."""
+    video = [clips["two"]]  # two people on every frame
+    base = extract(video, tmp_path / "base", FAST, workers=0, progress=False)
+    found, weak = base.counts["faces"], base.dropped.get("low_score", 0)
+    assert found > 0 and base.dropped.get("small", 0) == 0 and base.dropped.get("track", 0) == 0
+
+    small = extract(video, tmp_path / "small", replace(FAST, min_face=10_000), workers=0, progress=False)
+    assert small.counts["faces"] == 0 and small.dropped["small"] == found
+    assert small.counts["videos without faces"] == 1
+
+    strict = extract(video, tmp_path / "strict", replace(FAST, score_threshold=0.9999), workers=0, progress=False)
+    # a face over 0.9999 is also over 0.8; one between 0.5 and 0.8 was weak before too
+    assert strict.counts["faces"] + strict.dropped.get("low_score", 0) == found + weak
+    assert strict.dropped.get("low_score", 0) >= found - strict.counts["faces"]
+
+    one = extract(video, tmp_path / "one", replace(FAST, keep="largest", max_tracks=1), workers=0, progress=False)
+    assert one.counts["tracks"] == 1 and one.counts["faces"] + one.dropped["track"] == found
+    (row,) = read_table(tmp_path / "one", "videos", VIDEOS_SCHEMA).to_pylist()
+    assert json.loads(row["meta"])["dropped"]["track"] == one.dropped["track"]

@@ -3,6 +3,10 @@ whose behaviour the spec pins down (RIL centres, AGDA masks, SDPA fusion, DCT ba
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -14,6 +18,7 @@ from PIL import Image
 from dfpipe.models.blocks import IMAGENET_MEAN, IMAGENET_STD
 from dfpipe.models.m2tr import CrossModalityFusion, DCTBands, fusion_scale, M2TRConfig
 from dfpipe.models.mat import AGDA, MATConfig, RegionalIndependenceLoss
+from dfpipe.models import registry
 from dfpipe.models.registry import count_parameters, create_model
 
 torch.set_num_threads(1)
@@ -93,6 +98,28 @@ def test_loss_decreases_on_real_faces(name: str, cfg: dict, faces: torch.Tensor)
     assert np.isfinite(losses).all()
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert np.mean(cls[-3:]) < 0.5 * np.mean(cls[:3]), cls
+
+
+def test_create_model_from_the_package_and_no_torch_on_import() -> None:
+    """`from dfpipe.models import create_model`, as `timm.create_model`; importing the
+    package (the Dask client checks DETECTOR_MODELS) loads no torch."""
+    from dfpipe.models import create_model as from_package
+
+    assert from_package is create_model
+    code = ("import sys, dfpipe.models; from dfpipe.models import DETECTOR_MODELS, create_model, list_models; "
+            "list_models(); assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_catalogue_is_what_the_modules_register() -> None:
+    for module in {entry.module for entry in registry.CATALOGUE.values()}:
+        importlib.import_module(module)
+    assert set(registry._MODELS) == set(registry.CATALOGUE)
+    assert registry.list_models(kind="detector") == ["m2tr", "m2tr_tiny", "mat", "mat_tiny"]
+    assert registry.list_models(kind="harmonizer") == ["dovenet"]
+    with pytest.raises(ValueError, match="unknown model 'xception'"):
+        create_model("xception")
 
 
 def test_config_by_name_and_errors() -> None:

@@ -1,5 +1,6 @@
 """End to end on the shared FF++ pair: ingest (listing) -> extract -> masks -> score-quality,
-through the CLI, with resume, a shipped mask video, full frames and the report."""
+through the CLI, with resume, a shipped mask video, full frames and the report; then the
+score-quality stage's error policy and reruns, through the library."""
 
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ def test_shipped_mask_video_wins(masked, tmp_path, fake_video):
         r["mask"] = r["mask_source"] = None
     write_rows(ds, "faces", fake_row["video_id"], faces, FACES_SCHEMA)
     (ds / "run.json").unlink()  # a fresh masks run
+    shutil.rmtree(ds / "masks")  # (its completion markers too)
 
     out = _run("masks", ds, "--workers", "0")
     assert "shipped: 3" in out
@@ -140,9 +142,9 @@ def test_score_quality_cli_report_and_resume(masked, tmp_path):
     assert "<table" in html and "NeuralTextures" in html
     pngs = list((masked / "quality_plots").glob("*.png"))
     assert any(p.name == "hist_mask_ssim.png" for p in pngs) and any(p.name.startswith("box_ewarp") for p in pngs)
-    from dfpipe.manifests.validate import validate_dataset
+    from dfpipe.manifests.validate import validate
 
-    checked = validate_dataset(masked)
+    checked = validate(masked)
     assert checked.ok and checked.counts["quality/frames"] == len(frames), checked.errors
 
     out = _run("score-quality", masked, "--weights", weights, "--workers", "0")
@@ -170,3 +172,86 @@ def test_score_quality_full_frame_and_missing_weights(masked, tmp_path, monkeypa
     result = runner.invoke(app, ["score-quality", str(ds), "--redo", "--workers", "0"])
     assert result.exit_code == 2
     assert "vgg16-397923af.pth" in result.output and "--metrics mask_ssim,ewarp" in result.output
+
+
+# ----------------------------------------------------------------------------- the stage
+
+QUICK = dict(metrics=("mask_ssim", "ewarp"))  # no LPIPS: no ImageNet backbone needed
+
+
+def _unscored(masked: Path, tmp_path: Path) -> Path:
+    ds = tmp_path / "ds"
+    shutil.copytree(masked, ds, ignore=shutil.ignore_patterns("quality*"))
+    return ds
+
+
+def _quality_videos(ds: Path) -> pd.DataFrame:
+    return pd.read_parquet(ds / "quality" / "videos").set_index("label")
+
+
+def test_an_unexpected_error_in_one_video_is_an_internal_row_and_the_others_are_scored(masked, tmp_path, monkeypatch):
+    from dfpipe.pipeline.quality import QualityConfig, score_quality, stage
+
+    ds = _unscored(masked, tmp_path)
+    score_video = stage.score_video
+
+    def breaks_on_the_fake(root, video, source, config):
+        if video["label"] == "fake":
+            raise RuntimeError("boom")
+        return score_video(root, video, source, config)
+
+    monkeypatch.setattr(stage, "score_video", breaks_on_the_fake)
+    summary = score_quality(ds, QualityConfig(**QUICK), workers=0, progress=False)
+    videos = _quality_videos(ds)
+    fake = videos.loc["fake"]
+    assert (fake.status, fake.error_code, fake.error) == ("error", "internal", "RuntimeError: boom")
+    assert fake.metrics == "mask_ssim,ewarp" and fake.flow_on == "source"
+    assert videos.loc["real"].status == "ok" and videos.loc["real"].n_frames == 3
+    assert set(pd.read_parquet(ds / "quality" / "frames").label) == {"real"}
+    assert summary.n_items == 2 and summary.n_ok == 1 and summary.errors == {"internal": 1}
+    assert summary.failed == [(fake.video_id, "internal", "RuntimeError: boom")]
+    assert summary.counts["frames scored"] == 3
+
+
+def test_a_video_that_cannot_be_decoded_keeps_its_error_code(masked, tmp_path):
+    from dfpipe.pipeline.quality import QualityConfig, score_quality
+    from dfpipe.pipeline.quality.report import write_report
+
+    ds = _unscored(masked, tmp_path)
+    videos = read_table(ds, "videos", VIDEOS_SCHEMA).to_pylist()
+    real = next(v for v in videos if v["label"] == "real")
+    write_rows(ds, "videos", real["video_id"], [{**real, "path": "gone.mp4"}], VIDEOS_SCHEMA)
+    summary = score_quality(ds, QualityConfig(**QUICK), workers=0, progress=False)
+    # the fake is compared with its source on frames of both videos: it fails alike
+    assert summary.n_ok == 0 and summary.errors == {"unreadable": 2}
+    assert set(_quality_videos(ds).error) == {f"{ds.absolute() / 'gone.mp4'}: no such file"}
+    assert "could not be scored" in write_report(ds, tmp_path / "q.md").read_text()  # no plots, no crash
+
+
+def test_a_rerun_skips_scored_videos_and_other_parameters_need_redo(masked, tmp_path, monkeypatch):
+    from dfpipe.pipeline.quality import QualityConfig, score_quality, stage
+    from dfpipe.runtime.runinfo import ParamsMismatch, read_run
+
+    ds = _unscored(masked, tmp_path)
+    first = score_quality(ds, QualityConfig(**QUICK), workers=0, progress=False)
+    assert (first.n_items, first.n_skipped, first.n_ok, first.counts["frames scored"]) == (2, 0, 2, 6)
+    markers = {p: p.stat().st_mtime_ns for p in (ds / "quality" / "videos").glob("*.parquet")}
+
+    def must_not_run(*args):
+        raise AssertionError("a scored video was scored again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(stage, "score_video", must_not_run)
+        again = score_quality(ds, QualityConfig(**QUICK), workers=0, progress=False)
+    assert (again.n_items, again.n_skipped, again.n_ok, again.n_errors) == (2, 2, 2, 0)
+    assert {p: p.stat().st_mtime_ns for p in markers} == markers
+
+    other = QualityConfig(metrics=("ewarp",))
+    with pytest.raises(ParamsMismatch, match="--redo"):
+        score_quality(ds, other, workers=0, progress=False)
+    assert set(_quality_videos(ds).metrics) == {"mask_ssim,ewarp"}  # refused before any work
+    redone = score_quality(ds, other, workers=0, progress=False, redo=True)
+    assert (redone.n_skipped, redone.n_ok) == (0, 2)
+    videos = _quality_videos(ds)
+    assert set(videos.metrics) == {"ewarp"} and videos.mask_ssim.isna().all() and videos.ewarp.notna().all()
+    assert read_run(ds)["stages"]["score-quality"]["params"]["metrics"] == ["ewarp"]

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
-from dfpipe.manifests.validate import validate_dataset
+from dfpipe.manifests.validate import validate
 from dfpipe.pipeline.video.decode import iter_frames, probe
 from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.pipeline.synth import SynthConfig, synthesize
@@ -29,7 +29,7 @@ N_FRAMES = 12
 def reals(tmp_path_factory, real_video, retinaface_weights):
     import skimage.data
 
-    from dfpipe.pipeline.faces.extract import ExtractConfig, extract
+    from dfpipe.pipeline.faces import ExtractConfig, extract
 
     root = tmp_path_factory.mktemp("synth")
     clips = root / "clips"
@@ -44,7 +44,7 @@ def reals(tmp_path_factory, real_video, retinaface_weights):
                     "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(clips / "astro.mp4")], check=True)
     ds = root / "DS"
     summary = extract([clips], ds, ExtractConfig(every=2, keep="main", size=256), workers=0, progress=False)
-    assert summary.n_ok == 2 and summary.n_faces == 2 * N_FRAMES // 2
+    assert summary.n_ok == 2 and summary.counts["faces"] == 2 * N_FRAMES // 2
     return ds
 
 
@@ -66,7 +66,7 @@ def swapped(reals, tmp_path_factory):
 
 def test_swap_writes_complete_lineage(reals, swapped):
     out, config, summary = swapped
-    assert summary.n_ok == 2 and summary.n_errors == 0 and summary.n_videos == 4
+    assert summary.n_ok == 2 and summary.n_errors == 0 and summary.counts["fake videos"] == 4
     videos = _videos(out)
     real_ids = set(_videos(reals).video_id)
     fakes = videos[videos.label == "fake"]
@@ -81,7 +81,7 @@ def test_swap_writes_complete_lineage(reals, swapped):
     assert set(reals_in_out.video_id) == real_ids
     for path in reals_in_out.path:
         assert (out / path).is_file(), "real rows are re-rooted onto the real files"
-    report = validate_dataset(out, deep=True)
+    report = validate(out, deep=True)
     assert not report.errors, report.errors
 
 
@@ -170,6 +170,37 @@ def test_self_blend_differs_from_the_real_video_only_inside_the_mask(reals, tmp_
         assert diff[mask > 0.5 * mask.max()].mean() > 2 * diff[outside].mean()
 
 
+def test_an_unexpected_error_in_one_fake_is_an_internal_row_and_the_others_finish(reals, tmp_path, monkeypatch):
+    """A bug while composing one fake (not a known input problem) gives that fake an
+    `internal` error row per quality, counted once; the other fake is made as usual."""
+    from dfpipe.pipeline.synth import fake
+
+    broken = sorted(_videos(reals).video_id)[0]
+    make_generator = fake._generator
+
+    def generator(job, *args):
+        if job.pair.target.video_id != broken:
+            return make_generator(job, *args)
+
+        def fails(frame, frame_index, landmarks):
+            raise RuntimeError("boom")
+
+        return fails
+
+    monkeypatch.setattr(fake, "_generator", generator)
+    out = tmp_path / "bug"
+    summary = synthesize(reals, out, SynthConfig(method="self-blend", qualities=("c0", "c40"), per_video=2),
+                         workers=0, progress=False)
+    assert summary.n_items == 2 and summary.n_ok == 1 and summary.errors == {"internal": 1}
+    fakes = _videos(out).query("label == 'fake'")
+    bad, good = fakes[fakes.source_video_id == broken], fakes[fakes.source_video_id != broken]
+    assert list(bad.status) == ["error", "error"] and set(bad.error_code) == {"internal"}
+    assert set(bad.error) == {"RuntimeError: boom"}
+    assert summary.failed == [(bad.path.iloc[0], "internal", "RuntimeError: boom")]
+    assert not any((out / path).exists() for path in bad.path), "no half-written fake video"
+    assert list(good.status) == ["ok", "ok"] and summary.counts["fake videos"] == 2
+
+
 def test_external_frames_and_bad_inputs_give_ok_and_error_rows(reals, tmp_path):
     """Generated face crops for the FF++ clip are blended in; a folder naming no real
     video and a pairs row naming an unknown video become error rows, not a crash."""
@@ -219,7 +250,7 @@ def test_srdf_comparison_colour_transfer_and_poisson_beat_naive_stitching(reals,
     blending give higher Mask-SSIM than naive stitching, and their Ewarp stays within 1.2x
     of the real clip's. LPIPS is not compared: its ImageNet VGG-16 backbone is not among
     the offline weights."""
-    from dfpipe.pipeline.quality.score import QualityConfig, read_quality, score_quality
+    from dfpipe.pipeline.quality import QualityConfig, read_quality, score_quality
 
     videos = _videos(reals)
     real_id = videos[videos.path.str.contains("real004")].video_id.iloc[0]

@@ -22,7 +22,7 @@ _CACHE: dict[tuple, tuple[list[dict], list[dict]]] = {}
 
 def extract_pair(real_video: Path, fake_video: Path, every: int, size: int, work: Path) -> tuple[list[dict], list[dict]]:
     """Face rows (largest face per frame) of the real video and the fake, same frames."""
-    from dfpipe.pipeline.faces.extract import ExtractConfig, process_video
+    from dfpipe.pipeline.faces import ExtractConfig, process_video
 
     key = (str(real_video), str(fake_video), every, size)
     if key not in _CACHE:

@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
-from dfpipe.train.checkpoint import load_checkpoint
+from dfpipe.runtime.checkpoint import load_checkpoint
 from dfpipe.train.data import load_index
 from dfpipe.train.evaluate import evaluate
 from dfpipe.train.predict import predict

@@ -51,10 +51,10 @@ def print_stage_summary(summary, extra: list[tuple[str, object]] | None = None) 
     stage's own counts, then the first failures."""
     unit = summary.unit
     rows: list[tuple[str, object]] = [
-        (unit, summary.n_items), ("  already done (skipped)", summary.n_skipped),
-        ("  ok", summary.n_ok), ("  failed", summary.n_errors),
+        (unit, summary.n_items), ("already done (skipped)", summary.n_skipped),
+        (f"{unit} ok", summary.n_ok), ("failed", summary.n_errors),
     ]
-    rows += [(f"    {code}", n) for code, n in sorted(summary.errors.items())]
+    rows += [(f"  {code}", n) for code, n in sorted(summary.errors.items())]
     rows += [(name, n) for name, n in summary.counts.items()]
     if summary.dropped:
         rows.append(("dropped", sum(summary.dropped.values())))

@@ -1,28 +1,74 @@
-"""`dfpipe ingest`: list a public dataset (FF++, DFDC, Celeb-DF, a CSV/JSON listing) into DS/videos/."""
+"""`dfpipe ingest`: a thin layer over `dfpipe.pipeline.ingest.ingest` (FF++, DFDC, Celeb-DF,
+a CSV/JSON listing -> pending rows in DS/videos/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+from dfpipe.cli.options import library_value, option
+
+if TYPE_CHECKING:
+    from dfpipe.pipeline.ingest import IngestSummary
+
+INGEST = "dfpipe.pipeline.ingest:ingest"  # holds the defaults
+_COMPRESSION = ", ".join(library_value("dfpipe.pipeline.ingest.ffpp:DEFAULT_COMPRESSION"))
+
+
+def ingest(
+    kind: str = typer.Argument(..., help="Dataset layout: ff++, dfdc, celebdf, or list (a CSV/JSON listing)."),
+    root: Path = typer.Argument(..., help="The dataset's root folder (for `list`: the listing file)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write DS/videos/ into."),
+    compression: Optional[List[str]] = option(
+        INGEST, "compression", "--compression", "-c", help=f"FF++ only: c0, c23, c40 or raw; repeat for several (default {_COMPRESSION})."
+    ),
+    splits: Optional[Path] = option(
+        INGEST, "splits", "--splits", help="FF++ only: folder with the official train/val/test.json (default ROOT/splits)."
+    ),
+) -> None:
+    """List a dataset's videos with labels, methods, real/fake pairs and splits, as pending rows
+    that `dfpipe extract DS` then processes (fakes reuse their source's face tracks).
+
+    Exit status 0 when every listed video was readable, 1 when some were not (their rows
+    say why), 2 on a bad layout or bad arguments.
+    """
+    from dfpipe.pipeline.ingest import IngestError, ingest
+
+    try:
+        summaries = ingest(kind, root, out, compression, splits)
+    except IngestError as exc:
+        fail(str(exc))
+    for summary in summaries:
+        print_summary(summary)
+    console.print(f"next: [bold]dfpipe extract {out}[/bold]")
+    if any(s.errors for s in summaries):
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def print_summary(summary: IngestSummary) -> None:
+    """One dataset's counts by label, method and split, then its first errors and warnings."""
+    from rich.table import Table
+
+    table = Table(title=f"ingest {summary.dataset} -> {summary.out}")
+    table.add_column("count by", style="bold")
+    table.add_column("values")
+    for name, counter in (("label", summary.by_label), ("method", summary.by_method), ("split", summary.by_split)):
+        table.add_row(name, ", ".join(f"{k}: {v}" for k, v in sorted(counter.items())) or "-")
+    table.add_row("written", str(summary.written))
+    table.add_row("already there (kept)", str(summary.skipped_existing))
+    table.add_row("errors", str(len(summary.errors)))
+    console.print(table)
+    for path, message in summary.errors[:20]:
+        console.print(f"[red]error[/red] {path}: {message}")
+    for message in summary.warnings[:20]:
+        console.print(f"[yellow]warning[/yellow] {message}")
+    hidden = max(0, len(summary.errors) - 20) + max(0, len(summary.warnings) - 20)
+    if hidden:
+        console.print(f"... and {hidden} more")
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("ingest")
-    def ingest(
-        kind: str = typer.Argument(..., help="Dataset layout: ff++, dfdc, celebdf, or list (a CSV/JSON listing)."),
-        root: Path = typer.Argument(..., help="The dataset's root folder (for `list`: the listing file)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write DS/videos/ into."),
-        compression: Optional[List[str]] = typer.Option(
-            None, "--compression", "-c", help="FF++ only: c0, c23, c40 or raw; repeat for several (default c23)."
-        ),
-        splits: Optional[Path] = typer.Option(
-            None, "--splits", help="FF++ only: folder with the official train/val/test.json (default ROOT/splits)."
-        ),
-    ) -> None:
-        """List a dataset's videos with labels, methods, real/fake pairs and splits, as pending rows
-        that `dfpipe extract DS` then processes (fakes reuse their source's face tracks)."""
-        from dfpipe.pipeline.ingest.summary import run_ingest
-
-        raise typer.Exit(run_ingest(kind, root, out, compression, splits))
+    app.command("ingest")(ingest)

@@ -1,23 +1,35 @@
-"""`dfpipe info` and `dfpipe validate`: read-only looks at a dataset directory."""
+"""`dfpipe info` and `dfpipe validate`: read-only looks at a dataset directory, thin layers
+over `dfpipe.manifests.info.info` and `dfpipe.manifests.validate.validate`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+from dfpipe.cli.options import option
+
+if TYPE_CHECKING:
+    from dfpipe.manifests.info import DatasetInfo
+
+VALIDATE = "dfpipe.manifests.validate:validate"
 
 
 def info(dataset: Path = typer.Argument(..., help="A dataset directory.")) -> None:
     """Counts, failures and faces per video of a dataset directory."""
-    from rich.table import Table
-
-    from dfpipe.manifests.info import dataset_info
+    from dfpipe.manifests.info import info
 
     if not (dataset / "videos").is_dir():
         fail(f"{dataset} is not a dataset directory (no videos/ folder)")
-    d = dataset_info(dataset)
+    print_info(info(dataset))
+
+
+def print_info(d: DatasetInfo) -> None:
+    """The one-screen table of `dfpipe info`, then the first failures."""
+    from rich.table import Table
+
     table = Table(title=str(d.root), show_header=False)
     table.add_row("stages run", ", ".join(d.stages) or "-")
     table.add_row("tables (part files)", ", ".join(f"{k} ({v})" for k, v in d.tables.items()))
@@ -39,12 +51,12 @@ def info(dataset: Path = typer.Argument(..., help="A dataset directory.")) -> No
 
 def validate(
     dataset: Path = typer.Argument(..., help="A dataset directory."),
-    deep: bool = typer.Option(False, help="Also decode every image and mask."),
+    deep: bool = option(VALIDATE, "deep", help="Also decode every image and mask."),
 ) -> None:
     """Check a dataset directory against the schemas; exit 0 when valid, 1 otherwise."""
-    from dfpipe.manifests.validate import validate_dataset
+    from dfpipe.manifests.validate import validate
 
-    report = validate_dataset(dataset, deep=deep)
+    report = validate(dataset, deep=deep)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     for e in report.errors:

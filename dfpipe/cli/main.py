@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dfpipe.cli.extract",
     "dfpipe.cli.inspect",
     "dfpipe.cli.ingest",
+    "dfpipe.cli.masks",
     "dfpipe.cli.quality",
     "dfpipe.cli.train",
     "dfpipe.cli.synthesize",

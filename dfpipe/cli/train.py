@@ -10,6 +10,20 @@ from typing import Any, List, Optional
 import typer
 
 from dfpipe.cli.common import EXIT_INPUT_FAILED, console, fail
+from dfpipe.cli.options import library_value, option
+from dfpipe.models.registry import list_models
+
+# the library functions whose signatures hold the defaults (read without importing torch)
+TRAIN = "dfpipe.train.trainer:train"
+EVALUATE = "dfpipe.train.evaluate:evaluate"
+PREDICT = "dfpipe.train.predict:predict"
+_RECIPES = library_value("dfpipe.train.trainer:OPTIMIZER_DEFAULTS")
+_EVERY = library_value("dfpipe.train.predict:DEFAULT_EVERY")
+
+
+def _per_model(key: str) -> str:
+    """"M2TR 0.0005, MAT 0.001": each detector's own default of a recipe setting."""
+    return ", ".join(f"{name.upper()} {recipe[key]}" for name, recipe in _RECIPES.items())
 
 
 def _fmt(v: Any) -> str:
@@ -24,37 +38,37 @@ def _print_json(data: Any) -> None:
 
 def train(
     dataset_dir: Path = typer.Argument(..., help="Dataset directory with faces/ (from `dfpipe extract`)."),
-    model: str = typer.Option("m2tr", "--model", "-m", help="m2tr or mat."),
-    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, logs, metrics."),
-    epochs: int = typer.Option(20, help="Epochs (the schedule spans all of them)."),
-    batch: int = typer.Option(32, help="Total batch per optimizer step, over all processes and --accum."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default: M2TR 5e-4, MAT 1e-3)."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd, adam or adamw (default: M2TR sgd, MAT adam)."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: M2TR 0, MAT 1e-6)."),
-    momentum: float = typer.Option(0.9, help="SGD momentum."),
-    schedule: str = typer.Option("cosine", help="cosine, step (x --gamma every --step-size epochs) or constant."),
-    step_size: int = typer.Option(5, help="Epochs between decays of the step schedule."),
-    gamma: float = typer.Option(0.5, help="Decay factor of the step schedule."),
-    accum: int = typer.Option(1, help="Gradient accumulation: micro-batches per optimizer step."),
-    workers: int = typer.Option(2, help="DataLoader worker processes per training process."),
-    tiny: bool = typer.Option(False, "--tiny", help="The model's tiny config (64 px; tests and quick tries)."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
-                                              help="ImageNet backbone weights (default: on unless offline or --tiny)."),
-    model_cfg: Optional[List[str]] = typer.Option(None, "--model-cfg", help="Model option KEY=VALUE, repeatable (e.g. depth=1)."),
-    seed: int = typer.Option(0, help="Seed of splits, data order, augmentation and initialisation."),
-    amp: bool = typer.Option(True, help="Mixed precision on CUDA (CPU runs stay float32)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when present)."),
-    gpus: Optional[int] = typer.Option(None, help="Spawn N processes with DDP (one per GPU; gloo on CPU without CUDA)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/last.pt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an OUT that holds a run."),
-    balance: bool = typer.Option(True, help="Oversample the minority class in training."),
-    augment: str = typer.Option("full", help="full (flip, colour, blur, noise, JPEG), light (flip, colour) or none."),
-    buffer: int = typer.Option(512, help="Shuffle buffer (rows) per loader worker."),
-    max_steps: Optional[int] = typer.Option(None, help="At most this many optimizer steps per epoch."),
-    stop_after: Optional[int] = typer.Option(None, help="Leave after this many epochs (resume later with --resume)."),
-    save_every: Optional[int] = typer.Option(None, help="Also write last.pt every N optimizer steps."),
-    log_every: int = typer.Option(10, help="Write steps.csv / TensorBoard every N steps."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    model: str = option(TRAIN, "model", "--model", "-m", help=f"Detector: {', '.join(list_models(kind='detector'))}."),
+    out: Path = option(TRAIN, "out", "--out", "-o", help="Run folder: checkpoints, logs, metrics."),
+    epochs: int = option(TRAIN, "epochs", help="Epochs (the schedule spans all of them)."),
+    batch: int = option(TRAIN, "batch", help="Total batch per optimizer step, over all processes and --accum."),
+    lr: Optional[float] = option(TRAIN, "lr", help=f"Learning rate (default: {_per_model('lr')})."),
+    optimizer: Optional[str] = option(TRAIN, "optimizer", help=f"sgd, adam or adamw (default: {_per_model('optimizer')})."),
+    weight_decay: Optional[float] = option(TRAIN, "weight_decay", help=f"Weight decay (default: {_per_model('weight_decay')})."),
+    momentum: float = option(TRAIN, "momentum", help="SGD momentum."),
+    schedule: str = option(TRAIN, "schedule", help="cosine, step (x --gamma every --step-size epochs) or constant."),
+    step_size: int = option(TRAIN, "step_size", help="Epochs between decays of the step schedule."),
+    gamma: float = option(TRAIN, "gamma", help="Decay factor of the step schedule."),
+    accum: int = option(TRAIN, "accum", help="Gradient accumulation: micro-batches per optimizer step."),
+    workers: int = option(TRAIN, "workers", help="DataLoader worker processes per training process."),
+    tiny: bool = option(TRAIN, "tiny", "--tiny", help="The model's tiny config (64 px; tests and quick tries)."),
+    pretrained: Optional[bool] = option(TRAIN, "pretrained", "--pretrained/--no-pretrained",
+                                        help="ImageNet backbone weights (default: on unless offline or --tiny)."),
+    model_cfg: Optional[List[str]] = option(TRAIN, "model_cfg", "--model-cfg", help="Model option KEY=VALUE, repeatable (e.g. depth=1)."),
+    seed: int = option(TRAIN, "seed", help="Seed of splits, data order, augmentation and initialisation."),
+    amp: bool = option(TRAIN, "amp", help="Mixed precision on CUDA (CPU runs stay float32)."),
+    device: Optional[str] = option(TRAIN, "device", help="cpu, cuda, cuda:N (default: CUDA when present)."),
+    gpus: Optional[int] = option(TRAIN, "gpus", help="Spawn N processes with DDP (one per GPU; gloo on CPU without CUDA)."),
+    resume: bool = option(TRAIN, "resume", "--resume", help="Continue exactly from OUT/last.pt."),
+    overwrite: bool = option(TRAIN, "overwrite", "--overwrite", help="Start over in an OUT that holds a run."),
+    balance: bool = option(TRAIN, "balance", help="Oversample the minority class in training."),
+    augment: str = option(TRAIN, "augment", help="full (flip, colour, blur, noise, JPEG), light (flip, colour) or none."),
+    buffer: int = option(TRAIN, "buffer", help="Shuffle buffer (rows) per loader worker."),
+    max_steps: Optional[int] = option(TRAIN, "max_steps", help="At most this many optimizer steps per epoch."),
+    stop_after: Optional[int] = option(TRAIN, "stop_after", help="Leave after this many epochs (resume later with --resume)."),
+    save_every: Optional[int] = option(TRAIN, "save_every", help="Also write last.pt every N optimizer steps."),
+    log_every: int = option(TRAIN, "log_every", help="Write steps.csv / TensorBoard every N steps."),
+    progress: bool = option(TRAIN, "progress", help="Show a progress bar."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train M2TR or MAT on DS/faces/. Works under `torchrun -m dfpipe train ...` too.
@@ -62,10 +76,10 @@ def train(
     Splits come from the manifests (faces, then videos), else are made by video group
     (a fake stays with its source real video). best.pt is chosen by validation AUC.
     """
-    from dfpipe.train.trainer import train as run_train
+    from dfpipe.train.trainer import train
 
     try:
-        summary = run_train(
+        summary = train(
             dataset_dir, model=model, out=out, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
             weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma,
             accum=accum, workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=model_cfg, seed=seed, amp=amp,
@@ -100,21 +114,21 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint from `dfpipe train` (best.pt or last.pt)."),
     dataset_dir: Path = typer.Argument(..., help="Dataset directory with faces/."),
-    split: str = typer.Option("test", help="train, val, test or all."),
-    report: Optional[Path] = typer.Option(None, help="Folder for metrics.json, faces.parquet and roc.png."),
-    batch: int = typer.Option(32, help="Faces per forward pass."),
-    workers: int = typer.Option(2, help="DataLoader worker processes."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when present)."),
-    amp: bool = typer.Option(True, help="Mixed precision on CUDA."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    split: str = option(EVALUATE, "split", help="train, val, test or all."),
+    report: Optional[Path] = option(EVALUATE, "report", help="Folder for metrics.json, faces.parquet and roc.png."),
+    batch: int = option(EVALUATE, "batch", help="Faces per forward pass."),
+    workers: int = option(EVALUATE, "workers", help="DataLoader worker processes."),
+    device: Optional[str] = option(EVALUATE, "device", help="cpu, cuda, cuda:N (default: CUDA when present)."),
+    amp: bool = option(EVALUATE, "amp", help="Mixed precision on CUDA."),
+    progress: bool = option(EVALUATE, "progress", help="Show a progress bar."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Frame AUC, ACC at 0.5, EER, AP, video AUC (mean frame probability), per method and
     per compression; with --report also the per-face table and a ROC plot."""
-    from dfpipe.train.evaluate import evaluate as run_evaluate
+    from dfpipe.train.evaluate import evaluate
 
     try:
-        result = run_evaluate(checkpoint, dataset_dir, split=split, report=report, batch=batch, workers=workers,
+        result = evaluate(checkpoint, dataset_dir, split=split, report=report, batch=batch, workers=workers,
                               device=device, amp=amp, progress=progress)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -140,22 +154,22 @@ def evaluate(
 def predict(
     checkpoint: Path = typer.Argument(..., help="A checkpoint from `dfpipe train`."),
     videos: List[Path] = typer.Argument(..., help="Video files to score."),
-    every: Optional[int] = typer.Option(None, help="Score every Nth frame (default 10)."),
-    count: Optional[int] = typer.Option(None, help="Score N frames spread over each video."),
-    keep: str = typer.Option("all", help="Face tracks to score: all, largest or main."),
-    batch: int = typer.Option(16, help="Faces per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when present)."),
-    threshold: float = typer.Option(0.5, help="Probability at which a video is called fake."),
-    faces: bool = typer.Option(False, "--faces", help="Also list every face's probability."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result as a JSON file."),
+    every: Optional[int] = option(PREDICT, "every", help=f"Score every Nth frame (default {_EVERY})."),
+    count: Optional[int] = option(PREDICT, "count", help="Score N frames spread over each video."),
+    keep: str = option(PREDICT, "keep", help="Face tracks to score: all, largest or main."),
+    batch: int = option(PREDICT, "batch", help="Faces per forward pass."),
+    device: Optional[str] = option(PREDICT, "device", help="cpu, cuda, cuda:N (default: CUDA when present)."),
+    threshold: float = option(PREDICT, "threshold", help="Probability at which a video is called fake."),
+    faces: bool = option(PREDICT, "faces", "--faces", help="Also list every face's probability."),
+    output: Optional[Path] = option(PREDICT, "output", "--output", "-o", help="Write the result as a JSON file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fake probability per video and per face track. Faces are cropped the way the
     checkpoint's training data was. Exit status 1 when a video could not be scored."""
-    from dfpipe.train.predict import predict as run_predict
+    from dfpipe.train.predict import predict
 
     try:
-        result = run_predict(checkpoint, videos, every=every, count=count, keep=keep, batch=batch, device=device,
+        result = predict(checkpoint, videos, every=every, count=count, keep=keep, batch=batch, device=device,
                              threshold=threshold, faces=faces, output=output)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

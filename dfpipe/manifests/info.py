@@ -31,29 +31,30 @@ class DatasetInfo:
     tables: dict[str, int] = field(default_factory=dict)  # table -> part files
 
 
-def dataset_info(root: str | Path) -> DatasetInfo:
-    root = Path(root)
-    info = DatasetInfo(root)
-    info.stages = sorted(read_run(root).get("stages", {}))
+def info(dataset: str | Path) -> DatasetInfo:
+    """What dataset directory `dataset` holds (`dfpipe info`)."""
+    root = Path(dataset)
+    d = DatasetInfo(root)
+    d.stages = sorted(read_run(root).get("stages", {}))
     for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         n = len(list_parts(root, sub.name))
         if n:
-            info.tables[sub.name] = n
+            d.tables[sub.name] = n
     videos = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
-    info.n_videos = len(videos)
-    info.by_status = dict(Counter(v["status"] for v in videos))
-    info.by_label = dict(Counter(v["label"] or "unknown" for v in videos))
-    info.by_method = dict(Counter(v["method"] or "-" for v in videos))
-    info.by_split = dict(Counter(v["split"] or "-" for v in videos))
-    info.errors = dict(Counter(v["error_code"] for v in videos if v["status"] == "error"))
-    info.failed = [(v["path"], v["error_code"], v["error"] or "") for v in videos if v["status"] == "error"]
+    d.n_videos = len(videos)
+    d.by_status = dict(Counter(v["status"] for v in videos))
+    d.by_label = dict(Counter(v["label"] or "unknown" for v in videos))
+    d.by_method = dict(Counter(v["method"] or "-" for v in videos))
+    d.by_split = dict(Counter(v["split"] or "-" for v in videos))
+    d.errors = dict(Counter(v["error_code"] for v in videos if v["status"] == "error"))
+    d.failed = [(v["path"], v["error_code"], v["error"] or "") for v in videos if v["status"] == "error"]
     faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id", "mask_source"])
-    info.n_faces = faces.num_rows
-    info.n_masks = faces.num_rows - faces["mask_source"].null_count if faces.num_rows else 0
+    d.n_faces = faces.num_rows
+    d.n_masks = faces.num_rows - faces["mask_source"].null_count if faces.num_rows else 0
     ok = [v for v in videos if v["status"] == "ok"]
     counts = Counter(faces["video_id"].to_pylist()) if faces.num_rows else Counter()
     per = np.array([counts.get(v["video_id"], 0) for v in ok], dtype=float)
-    info.n_no_face = int((per == 0).sum())
+    d.n_no_face = int((per == 0).sum())
     if len(per):
-        info.faces_per_video = {"min": per.min(), "median": float(np.median(per)), "mean": per.mean(), "max": per.max()}
-    return info
+        d.faces_per_video = {"min": per.min(), "median": float(np.median(per)), "mean": per.mean(), "max": per.max()}
+    return d

@@ -148,6 +148,27 @@ QUALITY_VIDEOS_SCHEMA = pa.schema(
     metadata={"dfpipe.table": QUALITY_VIDEOS_TABLE, "dfpipe.schema_version": SCHEMA_VERSION},
 )
 
+# ----------------------------------------------------------------------------- masks
+# `DS/masks/`: one row per fake `dfpipe masks` handled, its completion marker (the masks
+# themselves are the `mask` column of `faces/`)
+
+MASKS_TABLE = "masks"
+
+MASKS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok / error
+        pa.field("error_code", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("n_faces", pa.int64()),  # faces with a mask
+        # faces by where their mask came from
+        pa.field("n_shipped", pa.int64()),
+        pa.field("n_pair", pa.int64()),
+        pa.field("n_landmarks", pa.int64()),
+        pa.field("note", pa.string()),  # e.g. a mask video that could not be read (fallback used)
+    ],
+    metadata={"dfpipe.table": MASKS_TABLE, "dfpipe.schema_version": SCHEMA_VERSION},
+)
 
 #: Every table a dataset directory may hold, by its folder under the root.
 TABLES = {
@@ -155,4 +176,5 @@ TABLES = {
     "faces": FACES_SCHEMA,
     QUALITY_FRAMES_TABLE: QUALITY_FRAMES_SCHEMA,
     QUALITY_VIDEOS_TABLE: QUALITY_VIDEOS_SCHEMA,
+    MASKS_TABLE: MASKS_SCHEMA,
 }

@@ -68,9 +68,9 @@ def _non_null(table: pa.Table, name: str, report: Report) -> None:
             report.errors.append(f"{name}: {table[f.name].null_count} null value(s) in required column {f.name}")
 
 
-def validate_dataset(root: str | Path, deep: bool = False) -> Report:
-    """Check `root`; with `deep`, also decode every image and mask."""
-    root = Path(root)
+def validate(dataset: str | Path, deep: bool = False) -> Report:
+    """Check dataset directory `dataset`; with `deep`, also decode every image and mask."""
+    root = Path(dataset)
     report = Report()
     if not root.is_dir():
         report.errors.append(f"{root} is not a directory")

@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from dfpipe.pipeline.video.writing import add_sine_audio, atomic_output, set_rotation, write_video
+from dfpipe.pipeline.video.writing import add_sine_audio, set_rotation, write_video
+from dfpipe.runtime.files import atomic_write
 
 FACE_PHOTOS = ("astronaut", "grace_hopper")
 # Face centre of each photo as fractions of its width and height (RetinaFace mobilenet0.25
@@ -145,7 +146,7 @@ def render_clip(
             current = set_rotation(current, Path(tmp) / f"rotated{path.suffix}", rotation % 360)
         if audio:
             current = add_sine_audio(current, Path(tmp) / f"audio{path.suffix}")
-        with atomic_output(path) as out:
+        with atomic_write(path) as out:
             current.replace(out)
     return path
 

@@ -11,19 +11,26 @@ its frame, and the two discriminators it is trained against.
   two feature maps, i.e. whether foreground and background look like one capture.
 
 The `DoveNet` module holds all three so one state dict checkpoints a run; inference only
-needs `generator`.
+needs `generator`, which `dovenet_from_checkpoint` rebuilds from a `train-harmonizer` run.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 
 from dfpipe.models.registry import count_parameters, register_model
+from dfpipe.runtime.checkpoint import CheckpointError, load_checkpoint
+
+#: the registry's and the checkpoints' name of this model
+MODEL_NAME = "dovenet"
 
 # --------------------------------------------------------------------------- generator
 
@@ -266,7 +273,42 @@ def build_dovenet(tiny: bool = False, **overrides) -> DoveNet:
     return DoveNet(DoveNetConfig(**base))
 
 
-@register_model("dovenet")
+# --------------------------------------------------------------------------- inputs and checkpoints
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """RGB uint8 H x W x 3 -> 3 x H x W in [-1, 1], the generator's composite input."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """uint8 H x W mask (255 = foreground) -> 1 x H x W in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0) / 255.0
+
+
+def load_dovenet_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A `train-harmonizer` checkpoint (best.pt or last.pt, weights_only); CheckpointError
+    for any other file, a detector's checkpoint included."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("model_name") != MODEL_NAME:
+        raise CheckpointError(f"{path}: a {ckpt.get('model_name')!r} checkpoint, not a DoveNet harmonizer")
+    return ckpt
+
+
+def dovenet_from_checkpoint(path: str | Path) -> DoveNet:
+    """The DoveNet of a `train-harmonizer` run with its averaged generator: best.pt holds
+    it as `generator`, last.pt (a full training state) as the EMA model `ema`."""
+    ckpt = load_dovenet_checkpoint(path)
+    model = DoveNet(DoveNetConfig(**ckpt["config"]))
+    if "generator" in ckpt:
+        model.generator.load_state_dict(ckpt["generator"])
+    else:
+        ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+        model.generator.load_state_dict(ema)
+    return model
+
+
+@register_model(MODEL_NAME)
 def dovenet(pretrained: bool = False, tiny: bool = False, **overrides) -> DoveNet:
     if pretrained:
         raise ValueError("no published DoveNet weights for faces; train one with `dfpipe train-harmonizer`")

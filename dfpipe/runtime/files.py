@@ -19,7 +19,8 @@ from typing import Iterator
 def atomic_write(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder; on success fsync it, give it `mode` and
     rename it to `path`. On an exception the temporary file is removed and `path` is left
-    as it was. Hidden names (`.tmp-...`) keep readers and part listings off it."""
+    as it was. Hidden names (`.tmp-...`) keep readers and part listings off it; the name
+    ends in the target's own, so ffmpeg still picks the container from the extension."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"

@@ -8,14 +8,14 @@ dataset mixing two settings would silently corrupt a benchmark.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
+
+from dfpipe.runtime.files import write_text_atomic
 
 RUN_FILE = "run.json"
 _VERSIONED = ("torch", "torchvision", "av", "decord", "opencv-python-headless", "pyarrow", "dask", "numpy", "timm")
@@ -50,11 +50,7 @@ def read_run(root: str | Path) -> dict[str, Any]:
 
 
 def _write_run(root: Path, data: Mapping[str, Any]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".run-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, root / RUN_FILE)
+    write_text_atomic(root / RUN_FILE, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def check_params(root: str | Path, stage: str, params: Mapping[str, Any]) -> None:
@@ -93,3 +89,11 @@ def record_stage(
     stages[stage] = entry
     data["schema_version"] = "1"
     _write_run(root, data)
+
+
+def forget_stage(root: str | Path, stage: str) -> None:
+    """Drop `stage`'s entry (its outputs were cleared), so its next run records afresh
+    instead of being held to the parameters of output that no longer exists."""
+    data = read_run(root)
+    if data.get("stages", {}).pop(stage, None) is not None:
+        _write_run(Path(root), data)

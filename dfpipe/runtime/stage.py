@@ -33,12 +33,14 @@ Item = TypeVar("Item")
 
 class ItemError(Exception):
     """A known problem with one work item's input: its row gets `code` (a stable error code
-    of `dfpipe.manifests.schema.ERROR_CODES`) and the readable `message`."""
+    of `dfpipe.manifests.schema.ERROR_CODES`) and the readable `message`. `details` are
+    further columns the item learned before it failed (a video's size), kept in its row."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details: dict[str, Any] = dict(details)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Outcome:
     error: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)  # e.g. faces, tracks, frames
     dropped: Mapping[str, int] = field(default_factory=dict)  # what the item left out, by reason
+    note: str | None = None  # something the user should know about an ok item (a fallback taken)
 
 
 class Stage(Generic[Item]):
@@ -87,7 +90,7 @@ class Stage(Generic[Item]):
         """Keys of items that must finish before this one (e.g. a fake after its source)."""
         return ()
 
-    def prepare(self) -> None:
+    def prepare(self, items: Sequence[Item]) -> None:
         """Work once before the items, after the run is recorded (rows no item owns)."""
 
     def setup_worker(self, on_worker: bool) -> None:
@@ -99,8 +102,9 @@ class Stage(Generic[Item]):
         for a known input problem; any other exception is a bug, kept as an `internal` row."""
         raise NotImplementedError
 
-    def write_error(self, item: Item, code: str, message: str) -> None:
-        """Write the item's error row(s), which are its completion marker too."""
+    def write_error(self, item: Item, error: ItemError) -> None:
+        """Write the item's error row(s) (`error.code`, `error.message`, `error.details`),
+        which are its completion marker too."""
         raise NotImplementedError
 
     def outcomes(self, keys: Iterable[str]) -> list[Outcome]:
@@ -165,7 +169,7 @@ def run_stage(
             run_on_each_worker(client, stage.setup_worker, client is not None)
         root.mkdir(parents=True, exist_ok=True)
         record_stage(root, stage.name, params, weights=weights)
-        stage.prepare()
+        stage.prepare(items)
         tasks = [
             Task(
                 key=k,
@@ -190,11 +194,13 @@ def run_item(stage: Stage, item: Any, on_worker: bool) -> str:
         stage.process(item, on_worker)
         return "ok"
     except ItemError as exc:
-        log.warning("%s %s: %s (%s)", stage.name, stage.key(item), exc.message, exc.code)
-        stage.write_error(item, exc.code, exc.message)
+        log.debug("%s %s: %s (%s)", stage.name, stage.key(item), exc.message, exc.code)
+        stage.write_error(item, exc)
     except Exception as exc:  # a bug must not stop the run: an `internal` row, traceback logged
-        log.exception("%s failed on %s", stage.name, stage.key(item))
-        stage.write_error(item, "internal", f"{type(exc).__name__}: {exc}")
+        log.error("%s failed on %s: %s: %s (a bug; --verbose shows the traceback)", stage.name, stage.key(item),
+                  type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        stage.write_error(item, ItemError("internal", f"{type(exc).__name__}: {exc}"))
     return "error"
 
 
@@ -202,6 +208,8 @@ def add_outcome(summary: StageSummary, outcome: Outcome) -> None:
     summary.by_status[outcome.status] += 1
     summary.counts.update({k: int(v or 0) for k, v in outcome.counts.items()})
     summary.dropped.update({k: int(v or 0) for k, v in outcome.dropped.items()})
+    if outcome.note:
+        summary.notes.append(f"{outcome.name or outcome.key}: {outcome.note}")
     if outcome.status == "error":
         code = outcome.error_code or "internal"
         summary.errors[code] += 1

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from dfpipe.runtime.files import atomic_write
 
 
 class WeightsError(RuntimeError):
@@ -89,22 +90,18 @@ def _search_weights_dir(name: str) -> Path | None:
 
 
 def _download(spec: WeightsFile, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """`dest` from the first mirror whose file matches the pin; a failed or mismatched
+    download leaves no file behind."""
     errors = []
     for url in spec.urls:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
-        os.close(fd)
         try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
-                shutil.copyfileobj(resp, out)
-            _verified(Path(tmp), spec)
-            os.replace(tmp, dest)
+            with atomic_write(dest) as tmp:
+                with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+                    shutil.copyfileobj(resp, out)
+                _verified(tmp, spec)
             return dest
         except Exception as exc:  # try the next mirror
             errors.append(f"{url}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     raise WeightsError(_missing_message(spec, "download failed:\n  " + "\n  ".join(errors)))
 
 

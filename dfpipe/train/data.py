@@ -16,7 +16,6 @@ skipped rows.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -28,13 +27,11 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.manifests.parts import list_parts, read_table
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
-from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.train.augment import AugmentConfig, augment
 from dfpipe.train.splits import DEFAULT_FRACTIONS, assign_splits
-
-log = logging.getLogger(__name__)
 
 LABEL_IDS = {"real": 0, "fake": 1}
 _INDEX_COLUMNS = ["face_id", "video_id", "frame_index", "track_id", "label", "split"]

@@ -16,6 +16,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from dfpipe.runtime.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,24 +35,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """`None`/"auto": this process's GPU when CUDA is present, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def init(device: str | None = None) -> DistInfo:
     """Join the process group when launched by torchrun / spawn; a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
+    dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -76,14 +66,6 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _free_port() -> int:

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from dfpipe.manifests.schema import SPLITS
-from dfpipe.train.checkpoint import load_checkpoint, model_from_checkpoint, plain
+from dfpipe.models.registry import model_from_checkpoint
+from dfpipe.runtime.checkpoint import load_checkpoint, plain
+from dfpipe.runtime.device import resolve_device
+from dfpipe.runtime.progress import progress_bar
 from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
-from dfpipe.train.distributed import pick_device
 from dfpipe.train.inference import score_stream
 from dfpipe.train.metrics import evaluate_scores, plot_roc
 
@@ -47,17 +49,16 @@ def evaluate(
     if split not in (*SPLITS, "all"):
         raise DataError(f"--split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
     started = time.perf_counter()
-    dev = pick_device(device)
+    dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model = model_from_checkpoint(ckpt, dev)
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
     index = load_index(dataset_dir, seed=int(ckpt["config"].get("seed", 0)))
     stream = FaceStream(index, StreamConfig(None if split == "all" else split, spec))
-    bar = _bar(progress, len(stream))
-    rows, probs = score_stream(model, stream, batch, dev, workers=workers, amp=amp,
-                               progress=None if bar is None else (lambda n: bar[0].update(bar[1], advance=n)))
-    if bar is not None:
-        bar[0].stop()
+    with progress_bar(progress) as bar:
+        task = bar.add_task("evaluate", total=len(stream))
+        rows, probs = score_stream(model, stream, batch, dev, workers=workers, amp=amp,
+                                   progress=lambda n: bar.advance(task, n))
     cols = ["face_id", "video_id", "frame_index", "track_id", "label", "y", "split", "method", "compression"]
     faces = index.table.loc[rows, cols].reset_index(drop=True)
     faces["prob"] = probs
@@ -86,12 +87,3 @@ def evaluate(
         result["report"] = {name: str(out / name) for name in ("metrics.json", "faces.parquet", "roc.png")}
     return result
 
-
-def _bar(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    progress = Progress()
-    progress.start()
-    return progress, progress.add_task("evaluate", total=total)

@@ -19,16 +19,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow.compute as pc
-import torch
 from skimage.exposure import match_histograms
 from torch.utils.data import Dataset
 
+from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA
+from dfpipe.models.dovenet import mask_tensor, to_tensor
 from dfpipe.pipeline.faces.align import transform_points
-from dfpipe.pipeline.synth.colour import ColourTransfer
 from dfpipe.pipeline.masks.facemask import REGIONS, landmark_hull_mask
-from dfpipe.manifests.codec import decode_image, decode_mask
+from dfpipe.pipeline.synth.colour import ColourTransfer
 
 #: transfers from dfpipe.pipeline.synth.colour (`idt` is left out: ~1 s per face, too slow to draw
 #: on the fly), plus per-channel histogram matching and lighting shifts
@@ -180,15 +180,6 @@ def rct_baseline(comp: np.ndarray, mask: np.ndarray, ring: int | None = None) ->
 
 
 # --------------------------------------------------------------------------- the dataset
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """RGB uint8 H x W x 3 -> 3 x H x W in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
-def mask_tensor(mask: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(mask)).float().unsqueeze(0) / 255.0
 
 
 class HarmonizationDataset(Dataset):

@@ -6,8 +6,8 @@ gradient penalty of weight 10. Adam 2e-4, betas (0.5, 0.999). Mixed precision on
 
 Run folder `out/`:
   last.pt      full state after the latest epoch (model, optimizers, scalers, RNG, history),
-               written by the detector trainer's `dfpipe.train.checkpoint` (atomic, weights_only);
-               a re-run of the same command resumes from it and ends where an
+               written by `dfpipe.runtime.checkpoint` as the detector trainer's (atomic,
+               weights_only); a re-run of the same command resumes from it and ends where an
                uninterrupted run would
   best.pt      averaged (EMA) generator + config of the epoch with the lowest held-out fMSE (what
                `Harmonizer.from_checkpoint` and `--blend dovenet` read)
@@ -24,9 +24,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,21 +36,15 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from dfpipe.models.dovenet import DoveNet, build_dovenet
-from dfpipe.train import checkpoint
-from dfpipe.train.harmonizer_data import (
-    HarmonizationDataset,
-    LoadReport,
-    load_faces,
-    mask_tensor,
-    rct_baseline,
-    split_by_video,
-    to_tensor,
-)
+from dfpipe.models.dovenet import MODEL_NAME, DoveNet, build_dovenet, load_dovenet_checkpoint, mask_tensor, to_tensor
+from dfpipe.runtime.checkpoint import CheckpointError, plain, rng_state, save_checkpoint, set_rng_state
+from dfpipe.runtime.device import DeviceError, resolve_device
+from dfpipe.runtime.files import atomic_write
+from dfpipe.runtime.progress import progress_bar
+from dfpipe.train.harmonizer_data import HarmonizationDataset, LoadReport, load_faces, rct_baseline, split_by_video
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "dovenet"
 L1_WEIGHT, ADV_WEIGHT, GP_WEIGHT = 100.0, 1.0, 10.0
 #: EMA decay per step, warmed up as min(EMA_DECAY, (1 + n) / (10 + n)) so early, fast-moving
 #: weights do not linger (a plain 0.99 EMA lagged a CPU-budget run by ~100 steps)
@@ -161,30 +154,16 @@ class Validator:
                 "mse_untouched": float(mse_u), "psnr_untouched": float(psnr_u), "fmse_untouched": float(fmse_u)}, grid
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A DoveNet checkpoint (read with `weights_only=True` by the trainer's checkpoint
-    module); a clear error for anything else."""
-    try:
-        ckpt = checkpoint.load_checkpoint(path)
-    except checkpoint.CheckpointError as exc:
-        raise HarmonizerTrainError(str(exc)) from exc
-    if ckpt.get("model_name") != MODEL_NAME:
-        raise HarmonizerTrainError(f"{path}: a {ckpt.get('model_name')!r} checkpoint, not a DoveNet harmonizer")
-    return ckpt
+# --------------------------------------------------------------------------- run-folder files
 
 
 def _write_csv(history: list[dict], path: Path) -> None:
     if not history:
         return
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def _write_grid(grid: np.ndarray, path: Path) -> None:
@@ -193,15 +172,6 @@ def _write_grid(grid: np.ndarray, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HarmonizerTrainError(f"--device {device}: CUDA is not available on this machine")
-    return dev
 
 
 class HarmonizerTrainer:
@@ -302,7 +272,10 @@ def train_harmonizer(
         raise HarmonizerTrainError(f"--batch-size must be at least 1, got {batch_size}")
     if not 0.0 < val_fraction < 1.0:
         raise HarmonizerTrainError(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    dev = resolve_device(device)
+    try:
+        dev = resolve_device(device)
+    except DeviceError as exc:
+        raise HarmonizerTrainError(str(exc)) from exc
     out = Path(out)
     torch.manual_seed(seed)
     try:
@@ -324,23 +297,27 @@ def train_harmonizer(
     start_epoch, best = 0, {"epoch": -1, "fmse": math.inf}
     last_path = out / "last.pt"
     if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path)
+        try:
+            ckpt = load_dovenet_checkpoint(last_path)
+        except CheckpointError as exc:
+            raise HarmonizerTrainError(str(exc)) from exc
         if ckpt.get("train_args") != args:
             raise HarmonizerTrainError(
                 f"{last_path} was written with {ckpt.get('train_args')}, not {args}; use another --out or --no-resume"
             )
         trainer.load_state_dict(ckpt)
-        checkpoint.set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         start_epoch, best, history = int(ckpt["epoch"]), dict(ckpt["best"]), list(ckpt["history"])
         log.info("resuming %s at epoch %d", out, start_epoch)
 
     from torch.utils.tensorboard import SummaryWriter
 
-    tb = SummaryWriter(str(out / "tb"), purge_step=trainer.step_count if start_epoch else None)
     t0 = time.perf_counter()
     epoch_times: list[float] = []
-    bar = _progress(progress, epochs, start_epoch)
-    try:
+    with progress_bar(progress) as bar, closing(
+        SummaryWriter(str(out / "tb"), purge_step=trainer.step_count if start_epoch else None)
+    ) as tb:
+        task = bar.add_task("training", total=epochs, completed=start_epoch)
         for epoch in range(start_epoch, epochs):
             elapsed = time.perf_counter() - t0
             if max_minutes is not None and epoch_times and elapsed + np.median(epoch_times) > 60 * max_minutes:
@@ -360,30 +337,24 @@ def train_harmonizer(
                     tb.add_scalar(f"train/{k}", v, trainer.step_count)
             n = max(1, len(loader))
             metrics, grid = validator(trainer.ema.module, dev)
-            row = checkpoint.plain({"epoch": epoch + 1, "step": trainer.step_count,
-                                    **{k: v / n for k, v in sums.items()},
-                                    **{f"val_{k}": v for k, v in metrics.items()}})
+            row = plain({"epoch": epoch + 1, "step": trainer.step_count,
+                         **{k: v / n for k, v in sums.items()},
+                         **{f"val_{k}": v for k, v in metrics.items()}})
             history.append(row)
             for k, v in metrics.items():
                 tb.add_scalar(f"val/{k}", v, epoch + 1)
             _write_grid(grid, out / "samples" / f"epoch_{epoch + 1:04d}.png")
             if metrics["fmse"] < best["fmse"]:
                 best = {"epoch": epoch + 1, "fmse": metrics["fmse"]}
-                checkpoint.save_checkpoint({"model_name": MODEL_NAME, "config": model.config_dict(),
-                                            "generator": trainer.ema.module.state_dict(), "epoch": epoch + 1,
-                                            "metrics": metrics, "train_args": args}, out / "best.pt")
-            checkpoint.save_checkpoint({"model_name": MODEL_NAME, "config": model.config_dict(),
-                                        **trainer.state_dict(), "epoch": epoch + 1, "best": best,
-                                        "history": history, "train_args": args, "rng": checkpoint.rng_state()},
-                                       last_path)
+                save_checkpoint({"model_name": MODEL_NAME, "config": model.config_dict(),
+                                 "generator": trainer.ema.module.state_dict(), "epoch": epoch + 1,
+                                 "metrics": metrics, "train_args": args}, out / "best.pt")
+            save_checkpoint({"model_name": MODEL_NAME, "config": model.config_dict(),
+                             **trainer.state_dict(), "epoch": epoch + 1, "best": best,
+                             "history": history, "train_args": args, "rng": rng_state()}, last_path)
             _write_csv(history, out / "metrics.csv")
             epoch_times.append(time.perf_counter() - te)
-            if bar is not None:
-                bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1} val fMSE {metrics['fmse']:.1f}")
-    finally:
-        tb.close()
-        if bar is not None:
-            bar[0].stop()
+            bar.update(task, advance=1, description=f"epoch {epoch + 1} val fMSE {metrics['fmse']:.1f}")
 
     by_epoch = {int(r["epoch"]): r for r in history}
     best_row = by_epoch.get(best["epoch"], {})
@@ -395,12 +366,3 @@ def train_harmonizer(
         load_report=report, history=history,
     )
 
-
-def _progress(enabled: bool, total: int, done: int):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    p = Progress()
-    p.start()
-    return p, p.add_task("training", total=total, completed=done)

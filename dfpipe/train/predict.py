@@ -18,24 +18,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dfpipe.train.checkpoint import load_checkpoint, model_from_checkpoint
+from dfpipe.models.registry import model_from_checkpoint
+from dfpipe.runtime.checkpoint import load_checkpoint
+from dfpipe.runtime.device import resolve_device
 from dfpipe.train.data import DataError, ImageSpec
-from dfpipe.train.distributed import pick_device
 from dfpipe.train.inference import score_images
 
+#: frame step when neither `every` nor `count` is given
+DEFAULT_EVERY = 10
 #: extract settings that decide what a crop looks like (taken from the checkpoint)
 _CROP_KEYS = ("size", "crop", "margin", "detector", "max_side", "score_threshold", "nms_threshold", "min_face", "smooth")
 
 
 def extract_config(ckpt: dict[str, Any], every: int | None, count: int | None, keep: str, device: str):
     """ExtractConfig repeating the training crops; frame sampling and keep from the caller."""
-    from dfpipe.pipeline.faces.extract import ExtractConfig
+    from dfpipe.pipeline.faces import ExtractConfig
 
     known = {f.name for f in fields(ExtractConfig)}
     recorded = {k: v for k, v in (ckpt.get("extract") or {}).items() if k in _CROP_KEYS and k in known}
     recorded.setdefault("size", ImageSpec.from_default_cfg(ckpt["default_cfg"]).height)
     if every is None and count is None:
-        every = 10
+        every = DEFAULT_EVERY
     return ExtractConfig(every=every, count=count, keep=keep, device=device, **recorded)
 
 
@@ -73,7 +76,7 @@ def predict(
     if not videos:
         raise DataError("no videos given")
     started = time.perf_counter()
-    dev = pick_device(device)
+    dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model = model_from_checkpoint(ckpt, dev)
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])

@@ -16,29 +16,28 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from dfpipe.models.registry import count_parameters, create_model
+from dfpipe.models.registry import CATALOGUE, count_parameters, create_model, list_models
+from dfpipe.runtime.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
+from dfpipe.runtime.progress import progress_bar
 from dfpipe.runtime.runinfo import read_run
 from dfpipe.train import distributed as ddp
 from dfpipe.train.augment import preset
-from dfpipe.train.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
 from dfpipe.train.data import FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index, make_loader
 from dfpipe.train.inference import autocast, score_stream
 from dfpipe.train.metrics import evaluate_scores
-
-log = logging.getLogger(__name__)
 
 #: Each model's training recipe (M2TR: official code; MAT: the paper).
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -55,36 +54,37 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Everything that decides what a run computes (saved as config.json and in checkpoints)."""
+    """Everything that decides what a run computes (saved as config.json and in checkpoints).
+    Built by `train`, whose signature holds the defaults."""
 
     dataset_dir: str
-    model: str = "m2tr"
-    out: str = "runs/train"
-    epochs: int = 20
-    batch: int = 32
-    lr: float | None = None
-    optimizer: str | None = None
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    step_size: int = 5  # epochs, for schedule="step"
-    gamma: float = 0.5
-    accum: int = 1
-    workers: int = 2
-    tiny: bool = False
-    pretrained: bool = False
-    model_cfg: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    amp: bool = True
-    device: str | None = None
-    balance: bool = True
-    augment: str = "full"  # full (M2TR recipe), light (flip + colour), none
-    buffer: int = 512
-    max_steps: int | None = None  # optimizer steps per epoch at most (quick tries, tests)
-    stop_after: int | None = None  # leave after this many epochs of this invocation (job time limits)
-    save_every: int | None = None  # also write last.pt every N optimizer steps
-    log_every: int = 10
-    progress: bool = True
+    model: str
+    out: str
+    epochs: int
+    batch: int
+    lr: float | None
+    optimizer: str | None
+    weight_decay: float | None
+    momentum: float
+    schedule: str
+    step_size: int  # epochs, for schedule="step"
+    gamma: float
+    accum: int
+    workers: int
+    tiny: bool
+    pretrained: bool
+    model_cfg: dict[str, Any]
+    seed: int
+    amp: bool
+    device: str | None
+    balance: bool
+    augment: str  # full (M2TR recipe), light (flip + colour), none
+    buffer: int
+    max_steps: int | None  # optimizer steps per epoch at most (quick tries, tests)
+    stop_after: int | None  # leave after this many epochs of this invocation (job time limits)
+    save_every: int | None  # also write last.pt every N optimizer steps
+    log_every: int
+    progress: bool
 
     def model_name(self) -> str:
         return self.model.removesuffix("_tiny")
@@ -105,6 +105,10 @@ class TrainConfig:
         }
 
     def check(self) -> None:
+        detectors = list_models(kind="detector")
+        if self.model not in detectors:
+            what = f"a {CATALOGUE[self.model].kind}" if self.model in CATALOGUE else "an unknown model"
+            raise TrainError(f"--model {self.model!r} is {what}; train one of the detectors: {', '.join(detectors)}")
         if not Path(self.dataset_dir).is_dir():
             raise TrainError(f"{self.dataset_dir}: no such dataset directory")
         for name in ("epochs", "batch", "accum", "buffer", "log_every"):
@@ -307,7 +311,8 @@ class _Run:
 
     # -- one epoch -------------------------------------------------------------
 
-    def train_epoch(self, progress) -> dict[str, float]:
+    def train_epoch(self, progress: Callable[[float], None]) -> dict[str, float]:
+        """One epoch from where the last one stopped; `progress(loss)` after each optimizer step."""
         cfg = self.cfg
         self.net.train()
         self.train_stream.set_epoch(self.epoch, skip_batches=self.mb_done, batch_size=self.micro)
@@ -325,7 +330,7 @@ class _Run:
             y = batch["label"].to(self.device)
             mask = batch["mask"].to(self.device)
             mask[~batch["mask_known"].to(self.device)] = float("nan")  # unknown masks (see models)
-            sync = self.net.no_sync() if (self.info.distributed and not last_in_group) else _null()
+            sync = self.net.no_sync() if (self.info.distributed and not last_in_group) else nullcontext()
             with sync:
                 with autocast(self.device, self.use_amp):
                     out = self.net(x, target=y, mask=mask)
@@ -343,8 +348,7 @@ class _Run:
                 self.scheduler.step()
                 self.step += 1
                 self.mb_done = i + 1
-                if progress is not None:
-                    progress(self.step, float(loss.detach()))
+                progress(float(loss.detach()))
                 if self.step % cfg.log_every == 0:
                     self.log_step(loss, out)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.mb_done < self.n_mb:
@@ -388,12 +392,12 @@ class _Run:
             self.steps_log = CsvLog(self.out / "steps.csv")
             self.epochs_log = CsvLog(self.out / "metrics.csv")
         started = time.perf_counter()
-        bar = _ProgressBar(enabled=cfg.progress and main, total=self.steps_per_epoch)
+        bar = _EpochBar(cfg.progress and main, self.steps_per_epoch, cfg.epochs)
         last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, self.epoch + cfg.stop_after)
         try:
             while self.epoch < last_epoch:
                 t0 = time.perf_counter()
-                bar.start(self.epoch, cfg.epochs, self.step - self.epoch * self.steps_per_epoch)
+                bar.start(self.epoch, self.step - self.epoch * self.steps_per_epoch)
                 train_stats = self.train_epoch(bar.advance)
                 on_end = getattr(self.model, "on_epoch_end", None)
                 if callable(on_end):
@@ -453,48 +457,33 @@ class _Run:
         return rec
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
+class _EpochBar:
+    """One `runtime.progress` bar per epoch with the running loss, and a line per finished
+    epoch, on the main process only."""
 
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-class _ProgressBar:
-    """A rich progress bar per epoch on the main process (nothing elsewhere)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-        self.progress = None
+    def __init__(self, enabled: bool, total: int, epochs: int) -> None:
+        self.enabled, self.total, self.epochs = enabled, total, epochs
+        self.bar = progress_bar(enabled)
         self.task = None
+        self.title = ""
 
-    def start(self, epoch: int, epochs: int, done: int) -> None:
-        if not self.enabled:
-            return
-        if self.progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def start(self, epoch: int, done: int) -> None:
+        self.bar.start()  # no-op once started
+        self.title = f"epoch {epoch + 1}/{self.epochs}"
+        self.task = self.bar.add_task(self.title, total=self.total, completed=done)
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
-            self.progress.start()
-        self.task = self.progress.add_task(f"epoch {epoch + 1}/{epochs}", total=self.total, completed=done, loss="-")
-
-    def advance(self, step: int, loss: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+    def advance(self, loss: float) -> None:
+        self.bar.update(self.task, advance=1, description=f"{self.title} loss {loss:.4f}")
 
     def epoch_done(self, record: dict[str, Any]) -> None:
-        if self.progress is not None and "val_auc" in record:
-            self.progress.console.print(
+        if self.enabled and "val_auc" in record:
+            self.bar.console.print(
                 f"epoch {record['epoch']}: train loss {record.get('train_loss', float('nan')):.4f}  "
                 f"val AUC {record['val_auc']:.4f}  ACC {record['val_acc']:.4f}"
             )
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.bar.stop()
 
 
 def _run_process(cfg_dict: dict[str, Any], resume: bool, result_path: str | None = None) -> dict[str, Any] | None:

@@ -20,10 +20,18 @@ import numpy as np
 import torch
 
 from dfpipe.models import DETECTOR_MODELS
+from dfpipe.runtime.device import resolve_device
 
 
 class DetectError(ValueError):
     """Bad input to the detector (an image it cannot read, or bad settings)."""
+
+
+#: Detections scoring from here up to the score threshold are faces the threshold left out:
+#: counted (`Detections.n_weak`), so a run can say how many it dropped for their score.
+#: Greedy NMS keeps a box only against higher-scoring ones, so running it on these weaker
+#: boxes too leaves the kept faces exactly as they were.
+WEAK_SCORE_FLOOR = 0.5
 
 
 @dataclass
@@ -33,6 +41,7 @@ class Detections:
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2
     scores: np.ndarray  # (N,) float32
     landmarks: np.ndarray  # (N, 5, 2) float32: left eye, right eye, nose, left mouth, right mouth
+    n_weak: int = 0  # faces scoring in [WEAK_SCORE_FLOOR, threshold): found, but left out
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -48,7 +57,13 @@ class Detections:
             (self.boxes.reshape(-1, 2, 2) * factor).reshape(-1, 4).astype(np.float32),
             self.scores.astype(np.float32),
             (self.landmarks * factor).astype(np.float32),
+            self.n_weak,
         )
+
+    def above(self, threshold: float) -> "Detections":
+        """The detections scoring over `threshold`; the others are counted as weak."""
+        keep = self.scores > threshold
+        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], self.n_weak + int((~keep).sum()))
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -81,21 +96,6 @@ def detection_size(height: int, width: int, max_side: int | None, upscale: bool 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` means CUDA when available; asking for CUDA without it is an error, not a fallback."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise DetectError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DetectError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
-    if resolved.type not in ("cpu", "cuda"):
-        raise DetectError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
-    return resolved
-
-
 # A backend maps a stacked batch (B, H, W, 3) of same-size RGB frames to Detections in
 # that batch's pixels.
 Backend = Callable[[np.ndarray], list[Detections]]
@@ -111,10 +111,12 @@ class _RetinaFaceBackend:
         self.nms_threshold = nms_threshold
 
     def __call__(self, batch: np.ndarray) -> list[Detections]:
+        floor = min(WEAK_SCORE_FLOOR, self.score_threshold)
         with torch.inference_mode():
-            raw = self.net.detect(self.net.preprocess(batch), self.score_threshold, self.nms_threshold)
+            raw = self.net.detect(self.net.preprocess(batch), floor, self.nms_threshold)
         return [
-            Detections(r.boxes.cpu().numpy(), r.scores.cpu().numpy(), r.landmarks.cpu().numpy()) for r in raw
+            Detections(r.boxes.cpu().numpy(), r.scores.cpu().numpy(), r.landmarks.cpu().numpy()).above(self.score_threshold)
+            for r in raw
         ]
 
 
@@ -139,13 +141,15 @@ class _MTCNNBackend:
             if b is None:
                 out.append(Detections.empty())
                 continue
-            keep = np.asarray(p, np.float32) >= self.score_threshold
-            order = np.argsort(-np.asarray(p, np.float32)[keep])
+            scores = np.asarray(p, np.float32)
+            keep = scores >= self.score_threshold
+            order = np.argsort(-scores[keep])
             out.append(
                 Detections(
                     np.asarray(b, np.float32)[keep][order],
-                    np.asarray(p, np.float32)[keep][order],
+                    scores[keep][order],
                     np.asarray(pts, np.float32)[keep][order].reshape(-1, 5, 2),
+                    int(((scores >= WEAK_SCORE_FLOOR) & ~keep).sum()),
                 )
             )
         return out

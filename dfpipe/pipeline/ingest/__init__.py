@@ -7,8 +7,10 @@ pending rows, reals first, fakes reusing their source's tracks.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from dfpipe.pipeline.ingest.common import Entry, IngestError, IngestSummary, write_entries
+from dfpipe.pipeline.ingest.ffpp import DEFAULT_COMPRESSION, ingest_ffpp
 
 KINDS = ("ff++", "dfdc", "celebdf", "list")
 
@@ -17,21 +19,19 @@ def ingest(
     kind: str,
     root: str | Path,
     out: str | Path,
-    compression: tuple[str, ...] | None = None,
+    compression: Sequence[str] | None = None,
     splits: str | Path | None = None,
 ) -> list[IngestSummary]:
     """Ingest dataset `root` of `kind` into dataset directory `out`; one summary per dataset.
 
-    `compression` (default c23) and `splits` apply to FF++ only.
+    `compression` (default `ffpp.DEFAULT_COMPRESSION`) and `splits` apply to FF++ only.
     """
     if kind not in KINDS:
         raise IngestError(f"unknown dataset kind {kind!r}; one of {', '.join(KINDS)}")
     if kind != "ff++" and (compression or splits):
         raise IngestError("--compression and --splits apply to ff++ only")
     if kind == "ff++":
-        from dfpipe.pipeline.ingest.ffpp import ingest_ffpp
-
-        return [ingest_ffpp(root, out, tuple(compression or ("c23",)), splits)]
+        return [ingest_ffpp(root, out, tuple(compression or DEFAULT_COMPRESSION), splits)]
     if kind == "dfdc":
         from dfpipe.pipeline.ingest.dfdc import ingest_dfdc
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from dfpipe.manifests.ids import video_content_id
 from dfpipe.manifests.parts import part_keys, write_rows
 from dfpipe.manifests.schema import LABELS, SPLITS, VIDEOS_SCHEMA
-from dfpipe.manifests.ids import video_content_id
 
 
 class IngestError(ValueError):

@@ -18,6 +18,8 @@ from dfpipe.pipeline.ingest.common import Entry, IngestError, IngestSummary, rea
 
 DATASET = "ff++"
 COMPRESSIONS = ("raw", "c0", "c23", "c40")
+#: the compressions ingested when none is named
+DEFAULT_COMPRESSION = ("c23",)
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
 SPLIT_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
@@ -79,7 +81,7 @@ def _split(stem: str, split_of: dict[str, str] | None) -> str | None:
     return split_of.get(stem)
 
 
-def list_ffpp(root: str | Path, compression: tuple[str, ...] = ("c23",), splits: str | Path | None = None) -> list[Entry]:
+def list_ffpp(root: str | Path, compression: tuple[str, ...] = DEFAULT_COMPRESSION, splits: str | Path | None = None) -> list[Entry]:
     """Every video of the chosen compressions under an FF++ root."""
     root = Path(root)
     require_dir(root, "FaceForensics++ root")
@@ -136,6 +138,6 @@ def list_ffpp(root: str | Path, compression: tuple[str, ...] = ("c23",), splits:
 
 
 def ingest_ffpp(
-    root: str | Path, out: str | Path, compression: tuple[str, ...] = ("c23",), splits: str | Path | None = None
+    root: str | Path, out: str | Path, compression: tuple[str, ...] = DEFAULT_COMPRESSION, splits: str | Path | None = None
 ) -> IngestSummary:
     return write_entries(list_ffpp(root, compression, splits), out, DATASET)

@@ -7,30 +7,18 @@ the same clip are often encoded at different qualities, so sharp edges differ ev
 differenced (max channel difference and/or 1 - SSIM map), thresholded (Otsu with a floor,
 or a fixed level), cleaned with morphology and reduced to the largest components.
 
-Order of preference per fake: the dataset's own mask video (`meta.mask_path`, FF++), the
-pair difference, and the landmark hull of a mean face (`facemask.landmark_hull_mask`).
-`dfpipe masks DS` rewrites each fake's `faces/` part atomically and skips parts that
-already have masks, so it resumes like extract.
+The stage that applies these to every fake of a dataset is `masks/stage.py`; one fake's
+faces part is handled by `masks/video.py`.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from dfpipe.manifests.parts import part_path, read_table, write_part_atomic
-from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.faces.align import transform_points, warp_crop
-from dfpipe.manifests.codec import decode_image, encode_mask
 from dfpipe.pipeline.quality.ssim import ssim_map
 
 DIFFERENCES = ("max", "ssim", "both")
@@ -142,132 +130,3 @@ def landmark_mask(landmarks: np.ndarray, matrix: np.ndarray, size: int, region: 
 
     pts = transform_points(np.asarray(landmarks).reshape(5, 2), np.asarray(matrix).reshape(2, 3))
     return landmark_hull_mask(pts, (size, size), region)
-
-
-# ----------------------------------------------------------------------------- per video
-
-
-def _has_masks(path: Path) -> bool:
-    table = pq.read_table(path, columns=["mask_source"])
-    return table.num_rows == 0 or table.column("mask_source").null_count == 0
-
-
-def _shipped_frames(root: Path, meta: dict, indices: set[int]) -> dict[int, np.ndarray] | None:
-    """Frames of the dataset's mask video at `indices` (None without one)."""
-    rel = meta.get("mask_path")
-    if not rel:
-        return None
-    from dfpipe.pipeline.video.decode import iter_frames
-
-    frames = {}
-    last = max(indices) if indices else -1
-    for frame in iter_frames(root / rel):
-        if frame.index in indices:
-            frames[frame.index] = frame.image
-        if frame.index >= last:
-            break
-    return frames
-
-
-def mask_video(root: str | Path, video: dict[str, Any], config: PairMaskConfig) -> dict[str, Any]:
-    """Fill `mask` / `mask_source` of one fake's faces part. Returns counts (no large data)."""
-    root = Path(root)
-    vid = video["video_id"]
-    path = part_path(root, "faces", vid)
-    result: dict[str, Any] = {"video_id": vid, "skipped": False, "sources": {}, "warnings": []}
-    if not path.is_file():
-        result["warnings"].append(f"{vid}: no faces part (not extracted, or no face found)")
-        return result
-    if _has_masks(path):
-        result["skipped"] = True
-        return result
-    table = pq.read_table(path, schema=FACES_SCHEMA)
-    rows = table.to_pylist()
-    meta = json.loads(video.get("meta") or "{}")
-
-    shipped = None
-    if config.use_shipped and meta.get("mask_path"):
-        try:
-            shipped = _shipped_frames(root, meta, {r["frame_index"] for r in rows})
-        except Exception as exc:  # a broken mask video must not stop the run: fall back, say so
-            result["warnings"].append(f"{vid}: mask video {meta['mask_path']} unreadable ({exc}); using pair/landmarks")
-
-    source_crops: dict[tuple[int, int], dict] = {}
-    src = video.get("source_video_id")
-    src_path = part_path(root, "faces", src) if src else None
-    if shipped is None and src_path is not None and src_path.is_file():
-        src_table = pq.read_table(src_path, columns=["frame_index", "track_id", "matrix", "size", "image"])
-        source_crops = {(r["frame_index"], r["track_id"]): r for r in src_table.to_pylist()}
-
-    sources: Counter = Counter()
-    for row in rows:
-        size = int(row["size"])
-        key = (row["frame_index"], row["track_id"])
-        partner = source_crops.get(key)
-        if shipped is not None and row["frame_index"] in shipped:
-            mask, how = shipped_mask(shipped[row["frame_index"]], row["matrix"], size), "shipped"
-        elif partner is not None and np.allclose(partner["matrix"], row["matrix"], atol=1e-6) and partner["size"] == size:
-            face = None
-            if config.within_face is not None and row["landmarks"] is not None:
-                face = landmark_mask(row["landmarks"], row["matrix"], size, "full")
-            mask, how = pair_mask(decode_image(partner["image"]), decode_image(row["image"]), config, face), "pair"
-        else:  # no source, or the fake fell back to its own detections: geometry differs
-            mask, how = landmark_mask(row["landmarks"], row["matrix"], size, config.landmark_region), "landmarks"
-        row["mask"] = encode_mask(mask)
-        row["mask_source"] = how
-        sources[how] += 1
-    write_part_atomic(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), path)
-    result["sources"] = dict(sources)
-    return result
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-@dataclass
-class MasksSummary:
-    root: Path
-    n_fakes: int = 0
-    n_done: int = 0
-    n_skipped: int = 0
-    by_source: Counter = field(default_factory=Counter)
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def make_masks(
-    root: str | Path,
-    config: PairMaskConfig | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> MasksSummary:
-    """Masks for every extracted fake of dataset directory `root` (see the module docstring)."""
-    from dfpipe.runtime.parallel import Task, dask_client, run_tasks
-    from dfpipe.runtime.runinfo import check_params, record_stage
-
-    config = config or PairMaskConfig()
-    root = Path(root)
-    if not (root / "videos").is_dir():
-        raise FileNotFoundError(f"{root}: not a dataset directory (no videos/)")
-    check_params(root, "masks", asdict(config))  # a resumed run must not mix two settings
-    record_stage(root, "masks", asdict(config))
-    started = time.perf_counter()
-    videos = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
-    fakes = [v for v in videos if v["label"] == "fake" and v["status"] == "ok"]
-    summary = MasksSummary(root=root, n_fakes=len(fakes))
-    pending = [v for v in videos if v["label"] == "fake" and v["status"] == "pending"]
-    if pending:
-        summary.warnings.append(f"{len(pending)} fakes are not extracted yet (run dfpipe extract {root})")
-    with dask_client(workers if fakes else 0, scheduler) as client:
-        tasks = [Task(key=v["video_id"], fn=mask_video, args=(str(root.absolute()), v, config)) for v in fakes]
-        results = run_tasks(tasks, client, description="masks", progress=progress)
-    for res in results.values():
-        summary.warnings.extend(res["warnings"])
-        if res["skipped"]:
-            summary.n_skipped += 1
-        elif res["sources"]:
-            summary.n_done += 1
-            summary.by_source.update(res["sources"])
-    summary.seconds = time.perf_counter() - started
-    return summary

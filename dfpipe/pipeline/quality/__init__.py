@@ -3,6 +3,14 @@
 - `ssim`: SSIM and both Mask-SSIM variants, equal to scikit-image's, vectorised.
 - `perceptual`: LPIPS-VGG and VGG relu2_2 feature MSE on one backbone pass.
 - `ewarp`: warping error with OpenCV DIS flow and the forward-backward occlusion mask.
-- `score`: `score_quality(DS)`, per-frame and per-video tables under `DS/quality/`.
+- `frames`: the frames at chosen indices, streamed.
+- `score`: QualityConfig and the metrics of one video (`score_video`).
+- `stage`: `score_quality(DS)`, the stage writing `DS/quality/frames` and `DS/quality/videos`.
 - `report`: terminal summary, HTML report with PNG plots.
 """
+
+from dfpipe.pipeline.quality.config import METRICS, QualityConfig
+from dfpipe.pipeline.quality.score import read_quality
+from dfpipe.pipeline.quality.stage import QualityStage, score_quality
+
+__all__ = ["METRICS", "QualityConfig", "QualityStage", "read_quality", "score_quality"]

@@ -13,13 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from dfpipe.pipeline.video.decode import DecodeError, probe
-
-
-def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
-    if rotation == 0:
-        return image
-    return np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
+from dfpipe.pipeline.video.probe import DecodeError, probe, upright
 
 
 def frames_at(path: str | Path, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -39,7 +33,7 @@ def frames_at(path: str | Path, wanted: set[int]) -> Iterator[tuple[int, np.ndar
             for frame in container.decode(stream):
                 index += 1
                 if index in wanted:
-                    yield index, _upright(frame.to_ndarray(format="rgb24"), info.rotation)
+                    yield index, upright(frame.to_ndarray(format="rgb24"), info.rotation)
                 if index >= last:
                     return
     except av.error.FFmpegError as exc:

@@ -79,6 +79,8 @@ def _group_label(frame: pd.DataFrame, by: list[str]) -> pd.Series:
 
 def make_plots(frames: pd.DataFrame, out_dir: Path) -> list[tuple[str, Path]]:
     """Histogram and box plots per metric, by method (and by compression); PNG paths."""
+    if frames.empty:  # every video failed: nothing to plot (and no columns to group by)
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,13 +120,18 @@ def make_plots(frames: pd.DataFrame, out_dir: Path) -> list[tuple[str, Path]]:
     return plots
 
 
+def check_report_path(report: str | Path) -> None:
+    """Raise ValueError for a report name that is neither HTML nor Markdown (before a run)."""
+    if Path(report).suffix.lower() not in (".html", ".htm", ".md"):
+        raise ValueError(f"--report must end in .html or .md, got {Path(report).name!r}")
+
+
 def write_report(root: str | Path, report: str | Path) -> Path:
     """An HTML (`.html`) or Markdown (`.md`) report beside its PNG folder."""
     from dfpipe.pipeline.quality.score import read_quality
 
     report = Path(report)
-    if report.suffix.lower() not in (".html", ".htm", ".md"):
-        raise ValueError(f"--report must end in .html or .md, got {report.name!r}")
+    check_report_path(report)
     frames, videos = read_quality(root)
     table = summary_table(videos)
     plots = make_plots(frames, report.parent / (report.stem + "_plots"))

@@ -1,4 +1,4 @@
-"""`score_quality(DS)`: per-frame and per-video quality metrics for every extracted video.
+"""Per-video quality metrics: what `score-quality` computes for one extracted video.
 
 A fake is compared with its source real video on the same frames: Mask-SSIM inside its
 mask (from `dfpipe masks`), SSIM, LPIPS and VGG feature MSE of the aligned crops (stored
@@ -7,61 +7,38 @@ the flow taken on the source video. A real (or a fake without source) gets Ewarp
 own flow. With `full_frame`, the same metrics run on whole frames, the crop masks pasted
 back into the frame with the inverse matrices.
 
-Work item = one video; its `quality/frames` part and then its `quality/videos` part (the
-done marker) are written atomically, so a re-run resumes.
+`score_video` returns the rows and writes nothing; the stage (`quality/stage.py`) writes
+them, and the error row of a video that cannot be scored.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
-from dfpipe.manifests.parts import part_keys, read_table, write_rows
-from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.faces.align import invert_matrix, warp_crop
 from dfpipe.manifests.codec import decode_image, decode_mask
-from dfpipe.pipeline.quality.ewarp import DIS_PRESETS, FlowEstimator, ewarp_pair
-from dfpipe.pipeline.quality.frames import frames_at
-from dfpipe.pipeline.quality.ssim import binary_mask, mask_ssim, ssim
+from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import (
-    QUALITY_FRAMES_TABLE,
+    FACES_SCHEMA,
     METRIC_COLUMNS,
     QUALITY_FRAMES_SCHEMA,
+    QUALITY_FRAMES_TABLE,
     QUALITY_VIDEOS_SCHEMA,
     QUALITY_VIDEOS_TABLE,
 )
+from dfpipe.pipeline.faces.align import invert_matrix, warp_crop
+from dfpipe.pipeline.quality.config import QualityConfig
+from dfpipe.pipeline.quality.ewarp import FlowEstimator, ewarp_pair
+from dfpipe.pipeline.quality.frames import frames_at
+from dfpipe.pipeline.quality.ssim import binary_mask, mask_ssim, ssim
+from dfpipe.runtime.stage import ItemError
 
-METRICS = ("mask_ssim", "lpips", "ewarp")  # lpips also gives vgg_mse; mask_ssim also ssim
 _PERCEPTUAL: dict[tuple, Any] = {}
-
-
-@dataclass(frozen=True)
-class QualityConfig:
-    metrics: tuple[str, ...] = METRICS
-    full_frame: bool = False
-    flow_preset: str = "fast"
-    weights: str | None = None  # VGG-16 ImageNet file (default: the weights cache)
-    device: str = "cpu"
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown or not self.metrics:
-            raise ValueError(f"metrics must be a non-empty subset of {', '.join(METRICS)}; got {', '.join(self.metrics) or 'none'}")
-        if self.flow_preset not in DIS_PRESETS:
-            raise ValueError(f"flow preset must be one of {', '.join(DIS_PRESETS)}, got {self.flow_preset!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-
-    def output_params(self) -> dict[str, Any]:
-        """What decides the numbers (the weights file is recorded by its hash instead)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "batch_size", "weights")}
 
 
 def perceptual_model(config: QualityConfig):
@@ -154,8 +131,11 @@ def _paired_frames(path: Path, source: Path | None, wanted: set[int]) -> Iterato
         yield index, image, s_image
 
 
-class PairMismatch(ValueError):
+class PairMismatch(ItemError):
     """A fake and its source differ in size or length (error code pair_mismatch)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("pair_mismatch", message)
 
 
 def _ewarp_and_frames(
@@ -211,37 +191,36 @@ def _frame_item(index: int, image: np.ndarray, src: np.ndarray | None, faces: li
 # ----------------------------------------------------------------------------- per video
 
 
-def score_video(root: str | Path, video: dict[str, Any], source: dict[str, Any] | None, config: QualityConfig) -> dict[str, Any]:
-    """Score one video, write its quality parts, return its quality/videos row."""
-    from dfpipe.pipeline.video.decode import DecodeError
-
-    root = Path(root)
-    vid = video["video_id"]
+def row_keys(video: dict[str, Any], config: QualityConfig) -> dict[str, Any]:
+    """The columns that say which video (and region) a quality row is about."""
     keys = {k: video.get(k) for k in ("video_id", "source_video_id", "dataset", "method", "compression", "label")}
-    keys["region"] = "frame" if config.full_frame else "crop"
-    head = {**keys, "metrics": ",".join(config.metrics), "flow_on": "source" if source else "self"}
-    try:
-        rows = _score_rows(root, video, source, config, keys)
-    except PairMismatch as exc:
-        return _finish(root, vid, [], {**head, "status": "error", "error_code": "pair_mismatch", "error": str(exc)})
-    except DecodeError as exc:
-        return _finish(root, vid, [], {**head, "status": "error", "error_code": exc.code, "error": str(exc)})
+    return {**keys, "region": "frame" if config.full_frame else "crop"}
+
+
+def row_head(video: dict[str, Any], source: dict[str, Any] | None, config: QualityConfig) -> dict[str, Any]:
+    """The columns of a quality/videos row, scored or not: the keys, metrics and flow."""
+    return {**row_keys(video, config), "metrics": ",".join(config.metrics), "flow_on": "source" if source else "self"}
+
+
+def score_video(
+    root: str | Path, video: dict[str, Any], source: dict[str, Any] | None, config: QualityConfig
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(quality/frames rows, quality/videos row) of one video, `source` its source's
+    videos row (None for a real, or a fake whose source is not extracted).
+
+    Raises PairMismatch or DecodeError (both ItemErrors) for inputs it cannot score.
+    """
+    rows = _score_rows(Path(root), video, source, config, row_keys(video, config))
     means = {c: _mean([r.get(c) for r in rows]) for c in METRIC_COLUMNS}
-    row = {**head, "n_frames": len(rows), **means, "status": "ok"}
+    row = {**row_head(video, source, config), "n_frames": len(rows), **means, "status": "ok"}
     if video.get("label") == "fake" and video.get("source_video_id") and source is None:
         row.update(error_code="source_missing", error="the source video is not extracted in this dataset: Ewarp on its own flow only")
-    return _finish(root, vid, rows, row)
+    return rows, row
 
 
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
-
-
-def _finish(root: Path, vid: str, frame_rows: list[dict], video_row: dict) -> dict:
-    write_rows(root, QUALITY_FRAMES_TABLE, vid, frame_rows, QUALITY_FRAMES_SCHEMA)
-    write_rows(root, QUALITY_VIDEOS_TABLE, vid, [video_row], QUALITY_VIDEOS_SCHEMA)  # last: the done marker
-    return video_row
 
 
 def _read_faces(root: Path, vid: str) -> list[dict]:
@@ -280,76 +259,6 @@ def _score_rows(root: Path, video: dict, source: dict | None, config: QualityCon
     return rows
 
 
-# ----------------------------------------------------------------------------- the run
-
-
-@dataclass
-class QualitySummary:
-    root: Path
-    n_videos: int = 0
-    n_scored: int = 0
-    n_skipped: int = 0
-    n_errors: int = 0
-    seconds: float = 0.0
-
-
-def score_quality(
-    root: str | Path,
-    config: QualityConfig | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-    redo: bool = False,
-) -> QualitySummary:
-    """Score every extracted video of `root` into `root/quality/` (resumable).
-
-    Videos already scored are skipped when the parameters match; other parameters are
-    refused unless `redo`, which clears `root/quality/` first.
-    """
-    from dfpipe.runtime.parallel import Task, dask_client, run_tasks
-    from dfpipe.runtime.runinfo import ParamsMismatch, check_params, record_stage
-
-    config = config or QualityConfig()
-    root = Path(root)
-    if not (root / "videos").is_dir():
-        raise FileNotFoundError(f"{root}: not a dataset directory (no videos/)")
-    weights = {}
-    if "lpips" in config.metrics:  # fail before any work when the backbone is missing
-        from dfpipe.pipeline.quality.perceptual import VGG16_WEIGHTS, lpips_linear_path
-        from dfpipe.runtime.weights import weights_record
-
-        lpips_linear_path()
-        weights = weights_record(VGG16_WEIGHTS, config.weights)
-    if redo and (root / "quality").is_dir():
-        import shutil
-
-        shutil.rmtree(root / "quality")
-    if part_keys(root, QUALITY_VIDEOS_TABLE):
-        try:
-            check_params(root, "score-quality", config.output_params())
-        except ParamsMismatch as exc:
-            raise ParamsMismatch(f"{exc} Or pass --redo to score again from scratch.") from None
-    record_stage(root, "score-quality", config.output_params(), weights=weights)
-    started = time.perf_counter()
-    videos = {v["video_id"]: v for v in read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()}
-    ok = [v for v in videos.values() if v["status"] == "ok"]
-    done = part_keys(root, QUALITY_VIDEOS_TABLE)
-    todo = [v for v in ok if v["video_id"] not in done]
-    summary = QualitySummary(root=root, n_videos=len(ok), n_skipped=len(ok) - len(todo))
-
-    def source_of(v: dict) -> dict | None:
-        src = videos.get(v.get("source_video_id") or "")
-        return src if v["label"] == "fake" and src is not None and src["status"] == "ok" else None
-
-    with dask_client(workers if todo else 0, scheduler) as client:
-        tasks = [Task(v["video_id"], score_video, (str(root.absolute()), v, source_of(v), config)) for v in todo]
-        results = run_tasks(tasks, client, description="score-quality", progress=progress)
-    summary.n_scored = sum(1 for r in results.values() if r["status"] == "ok")
-    summary.n_errors = sum(1 for r in results.values() if r["status"] != "ok")
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
 def read_quality(root: str | Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:  # noqa: F821
     """(frames, videos) quality tables of `root` as pandas DataFrames."""
     frames = read_table(root, QUALITY_FRAMES_TABLE, QUALITY_FRAMES_SCHEMA).to_pandas()
@@ -357,4 +266,4 @@ def read_quality(root: str | Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:  # 
     return frames, vids
 
 
-__all__ = ["METRICS", "QualityConfig", "QualitySummary", "read_quality", "score_quality", "score_video"]
+__all__ = ["PairMismatch", "read_quality", "row_head", "score_video"]

@@ -2,10 +2,12 @@
 
 Modules: `config` (SynthConfig), `pairing` (which tracks), `track` (per-frame landmarks),
 generators `swap`, `selfblend`, `external`, `compose` (mask + colour + blend of one
-frame), `run` (the per-fake work item and the Dask-parallel, resumable stage).
+frame), `fake` (which fakes, and making one into its rows), `stage` (the resumable,
+Dask-parallel stage on the one stage runner).
 """
 
 from dfpipe.pipeline.synth.config import METHODS, SynthConfig
-from dfpipe.pipeline.synth.run import SynthSummary, make_fake, plan_jobs, synthesize
+from dfpipe.pipeline.synth.fake import FakeJob, plan_jobs
+from dfpipe.pipeline.synth.stage import SynthStage, make_fake, synthesize
 
-__all__ = ["METHODS", "SynthConfig", "SynthSummary", "make_fake", "plan_jobs", "synthesize"]
+__all__ = ["METHODS", "FakeJob", "SynthConfig", "SynthStage", "make_fake", "plan_jobs", "synthesize"]

@@ -15,9 +15,8 @@ import cv2
 import numpy as np
 import torch
 
-from dfpipe.models.dovenet import DoveNet, DoveNetConfig
-from dfpipe.train.harmonizer_data import mask_tensor, to_tensor
-from dfpipe.train.harmonizer_train import load_checkpoint, resolve_device
+from dfpipe.models.dovenet import DoveNet, dovenet_from_checkpoint, mask_tensor, to_tensor
+from dfpipe.runtime.device import resolve_device
 
 
 class Harmonizer:
@@ -30,7 +29,7 @@ class Harmonizer:
 
     def __init__(self, model: DoveNet, device: str | torch.device = "cpu", batch_size: int = 16,
                  context: float = 0.45) -> None:
-        self.device = resolve_device(str(device)) if isinstance(device, str) else device
+        self.device = resolve_device(device)
         self.generator = model.generator.to(self.device).eval()
         self.size = model.cfg.img_size
         self.batch_size = batch_size
@@ -39,14 +38,7 @@ class Harmonizer:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> "Harmonizer":
         """Load `best.pt` (or `last.pt`) of `dfpipe train-harmonizer` with weights_only=True."""
-        ckpt = load_checkpoint(path)
-        model = DoveNet(DoveNetConfig(**ckpt["config"]))
-        if "generator" in ckpt:
-            model.generator.load_state_dict(ckpt["generator"])
-        else:  # a full training state (last.pt): its averaged generator, as best.pt holds
-            ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
-            model.generator.load_state_dict(ema)
-        return cls(model, device, **kwargs)
+        return cls(dovenet_from_checkpoint(path), device, **kwargs)
 
     def _window(self, mask: np.ndarray) -> tuple[int, int, int] | None:
         """(x0, y0, side) of the square around the mask with `context` margin, or None."""

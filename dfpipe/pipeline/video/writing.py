@@ -2,8 +2,8 @@
 
 Why the binary and not PyAV's encoder: it is the same FFmpeg users run to make FF++-style
 c23/c40 copies, its x264 options are the documented ones, and a pipe keeps memory at one
-frame. Outputs appear atomically (temporary name in the same folder, then rename), so a
-killed synthesis run never leaves a half-written video that a re-run would take as done.
+frame. Outputs appear atomically (`dfpipe.runtime.files.atomic_write`), so a killed
+synthesis run never leaves a half-written video that a re-run would take as done.
 
 The helpers below the writer (rotation metadata, a sine audio track, an audio-only file)
 build the odd inputs that decode and extract must handle; they stream-copy the video so
@@ -12,16 +12,15 @@ they take milliseconds.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
-import uuid
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
+
+from dfpipe.runtime.files import atomic_write
 
 #: FaceForensics++ compression levels as x264 constant rate factors (c0 is lossless).
 QUALITY_CRF = {"c0": 0, "c23": 23, "c40": 40}
@@ -53,21 +52,6 @@ def run_ffmpeg(args: Sequence[str]) -> None:
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-5:]
         raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {' | '.join(tail)}")
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same extension, so ffmpeg picks the muxer);
-    rename it to `path` when the block succeeds, delete it when it fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:12]}-{path.name}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _rate(fps: float | Fraction) -> str:
@@ -122,7 +106,7 @@ def write_video(
     if audio_from is not None and not Path(audio_from).is_file():
         raise ValueError(f"audio_from {audio_from}: no such file")
 
-    with atomic_output(path) as tmp:
+    with atomic_write(path) as tmp:
         args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", _rate(fps), "-i", "pipe:0"]
         if audio_from is not None:
             # no -shortest: with buffered audio it drops the last video frames, and a fake
@@ -171,7 +155,7 @@ def set_rotation(src: str | Path, dst: str | Path, rotation: int) -> Path:
     """
     if rotation % 90:
         raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
-    with atomic_output(dst) as tmp:
+    with atomic_write(dst) as tmp:
         run_ffmpeg(["-display_rotation", str((-rotation) % 360), "-i", str(src), "-map", "0", "-c", "copy", str(tmp)])
     return Path(dst)
 
@@ -183,7 +167,7 @@ def add_sine_audio(src: str | Path, dst: str | Path, frequency: float = 440.0, s
         from dfpipe.pipeline.video.decode import probe
 
         seconds = probe(src).duration
-    with atomic_output(dst) as tmp:
+    with atomic_write(dst) as tmp:
         run_ffmpeg(
             [
                 "-i", str(src),
@@ -202,7 +186,7 @@ def make_audio_only(
     args = ["-f", "lavfi", "-i", f"sine=frequency={frequency}:duration={seconds}"]
     if cover is not None:
         args += ["-i", str(cover), "-map", "0:a", "-map", "1:v", "-c:v", "mjpeg", "-disposition:v:0", "attached_pic"]
-    with atomic_output(dst) as tmp:
+    with atomic_write(dst) as tmp:
         run_ffmpeg([*args, str(tmp)])
     return Path(dst)
 
@@ -210,7 +194,6 @@ def make_audio_only(
 __all__ = [
     "QUALITY_CRF",
     "add_sine_audio",
-    "atomic_output",
     "crf_for_quality",
     "ffmpeg_exe",
     "make_audio_only",

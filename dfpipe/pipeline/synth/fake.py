@@ -1,11 +1,10 @@
-"""The synthesis stage: plan fakes from a real dataset, make each one, write DS2.
+"""One fake: which fakes a run makes (`plan_jobs`), and making one into its DS2 rows.
 
-A work item is one fake (one target track) in every asked quality. `make_fake` streams
-the target video, composes each frame, encodes a lossless (c0) clip, transcodes it to the
-other qualities, re-cuts the target's crops from every encoded clip and writes, atomically
-and in this order, `DS2/faces/part-<video>.parquet` and `DS2/videos/part-<video>.parquet`
-for each quality's video (the videos parts are the done markers). A re-run skips fakes
-whose videos parts all exist.
+A fake is one target track in every asked quality. `fake_rows` streams the target video,
+composes each frame, encodes a lossless (c0) clip, transcodes it to the other qualities and
+re-cuts the target's crops from every encoded clip; `write_parts` writes, atomically and in
+this order, `DS2/faces/part-<video>.parquet` and `DS2/videos/part-<video>.parquet` for each
+quality's video (the videos parts are the fake's completion marker).
 
 Pair links follow docs/architecture.md: a fake's `source_video_id` is the real video whose
 frames it changes (the task's "target"), `target_video_id` the identity donor (the swap
@@ -17,10 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,19 +24,20 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from dfpipe.manifests.ids import face_id, relative_path
-from dfpipe.manifests.parts import part_keys, part_path, read_table, rows_to_table, write_part_atomic
+from dfpipe.manifests.codec import decode_image, encode_image, encode_mask
+from dfpipe.manifests.ids import face_id
+from dfpipe.manifests.parts import part_path, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_INDEX_COLUMNS, FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.faces.align import transform_points, warp_crop
-from dfpipe.pipeline.video.decode import DecodeError, iter_frames, probe
-from dfpipe.manifests.codec import decode_image, encode_image, encode_mask
-from dfpipe.pipeline.synth.compose import Composer
+from dfpipe.pipeline.synth.compose import Composer, Generator
 from dfpipe.pipeline.synth.config import SynthConfig
 from dfpipe.pipeline.synth.pairing import Pair, TrackRef, main_tracks, random_pairs, read_pairs_csv, real_videos, track_sizes
 from dfpipe.pipeline.synth.track import TrackPlan, plan_track
-from dfpipe.pipeline.video.writing import atomic_output, crf_for_quality, run_ffmpeg, write_video
+from dfpipe.pipeline.video.decode import iter_frames, probe
+from dfpipe.pipeline.video.writing import crf_for_quality, run_ffmpeg, write_video
+from dfpipe.runtime.files import atomic_write
+from dfpipe.runtime.stage import ItemError
 
-log = logging.getLogger(__name__)
 FAKES_DIR = "fakes"
 
 
@@ -59,23 +55,10 @@ class FakeJob:
     error: tuple[str, str] | None = None
     note: dict = field(default_factory=dict)
 
-
-@dataclass
-class SynthSummary:
-    out: Path
-    n_jobs: int = 0
-    n_skipped: int = 0
-    n_ok: int = 0
-    n_videos: int = 0
-    n_faces: int = 0
-    n_frames: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def n_errors(self) -> int:
-        return sum(self.errors.values())
+    def real_ids(self) -> set[str]:
+        """The real videos the fake is made of (listed in DS2 with `include_reals`)."""
+        refs = (self.pair.target, self.pair.source) if self.pair else ()
+        return {r.video_id for r in refs if r is not None}
 
 
 # ----------------------------------------------------------------------------- planning
@@ -143,7 +126,8 @@ def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
 # ----------------------------------------------------------------------------- one fake
 
 
-def _video_id(key: str, quality: str) -> str:
+def video_id(key: str, quality: str) -> str:
+    """The id of a fake's video in one quality: its videos part is named by it."""
     return f"{key}-{quality}"
 
 
@@ -152,7 +136,8 @@ def _rel_video_path(key: str, quality: str) -> str:
 
 
 @lru_cache(maxsize=2)
-def _harmonizer(checkpoint: str, device: str):
+def harmonizer(checkpoint: str, device: str):
+    """The DoveNet harmonizer of `--blend dovenet`, loaded once per process."""
     from dfpipe.pipeline.synth.blend import load_harmonizer
 
     return load_harmonizer(checkpoint, device)
@@ -161,7 +146,7 @@ def _harmonizer(checkpoint: str, device: str):
 def _track_rows(ds: Path, ref: TrackRef, with_images: bool = False) -> list[dict]:
     path = part_path(ds, "faces", ref.video_id)
     if not path.is_file():
-        raise ValueError(f"faces of real video {ref.video_id} are missing ({path})")
+        raise ItemError("bad_input", f"faces of real video {ref.video_id} are missing ({path})")
     columns = FACES_INDEX_COLUMNS + (["image"] if with_images else [])
     table = pq.read_table(path, columns=columns, filters=[("track_id", "=", ref.track_id)])
     return table.to_pylist()
@@ -171,12 +156,27 @@ def _identity_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray]:
     """The donor's best-scored crop and its landmarks in crop pixels."""
     rows = _track_rows(ds, ref, with_images=True)
     if not rows:
-        raise ValueError(f"identity donor track {ref.video_id}/{ref.track_id} has no faces")
+        raise ItemError("bad_input", f"identity donor track {ref.video_id}/{ref.track_id} has no faces")
     best = max(rows, key=lambda r: (r["score"] or 0.0, -r["frame_index"]))
     return decode_image(best["image"]), transform_points(np.asarray(best["landmarks"]).reshape(5, 2), best["matrix"])
 
 
-def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, crop_size: int, rng: np.random.Generator):
+class _GeneratedFrames:
+    """An external generator whose images are the user's input: an image it cannot use
+    (unreadable, of no usable size) is the fake's `bad_input`, not a bug."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self.generator(frame, frame_index, landmarks)
+        except ValueError as exc:
+            raise ItemError("bad_input", str(exc)) from exc
+
+
+def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, crop_size: int,
+               rng: np.random.Generator) -> Generator:
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
 
@@ -193,49 +193,37 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
         return SelfBlendGenerator(rng)
     from dfpipe.pipeline.synth.external import ExternalGenerator
 
-    return ExternalGenerator(job.generator_dir, plan.matrices, crop_size)
-
-
-def make_fake(job: FakeJob, config: SynthConfig, ds_root: str, out_root: str, threads: int | None = None) -> dict[str, Any]:
-    """Make one fake in every quality; write its faces and videos parts; return a summary.
-    Bad or missing inputs become error rows (one per quality), never an exception."""
-    if threads:
-        from dfpipe.runtime.parallel import set_worker_threads
-
-        set_worker_threads(threads)
-    ds, out = Path(ds_root), Path(out_root)
-    start = time.perf_counter()
-    video_rows: list[dict]
-    face_rows: list[dict] = []
     try:
-        if job.error:
-            raise _JobError(*job.error)
-        video_rows, face_rows = _make(job, config, ds, out)
-    except _JobError as exc:
-        video_rows = _error_rows(job, config, exc.code, exc.message)
-    except DecodeError as exc:
-        video_rows = _error_rows(job, config, exc.code, str(exc.message))
-    except (ValueError, RuntimeError, OSError) as exc:
-        video_rows = _error_rows(job, config, "bad_input", str(exc))
-    except Exception as exc:  # a bug: keep the run going, say so in the row
-        log.exception("synthesis of %s failed", job.key)
-        video_rows = _error_rows(job, config, "internal", f"{type(exc).__name__}: {exc}")
-    # one part per fake video, as extract writes them (score-quality reads faces by video id);
-    # the videos parts come last: all of them present means the fake is done
+        return _GeneratedFrames(ExternalGenerator(job.generator_dir, plan.matrices, crop_size))
+    except (ValueError, OSError) as exc:  # a generator folder without usable frames, or unreadable
+        raise ItemError("bad_input", str(exc)) from exc
+
+
+def fake_rows(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[dict], list[dict]]:
+    """Make one fake in every quality (its video files under `out`); return its videos rows
+    and faces rows. Raises ItemError for a known problem with the fake's inputs."""
+    if job.error:
+        raise ItemError(*job.error)
+    return _make(job, config, ds, out)  # a DecodeError of the real video is an ItemError too
+
+
+def write_parts(out: Path, video_rows: list[dict], face_rows: list[dict]) -> None:
+    """One part per fake video, as extract writes them (score-quality reads faces by video
+    id); the videos parts come last: all of them present means the fake is done."""
     for row in video_rows:
         own = [f for f in face_rows if f["video_id"] == row["video_id"]]
         if own:
             write_part_atomic(rows_to_table(own, FACES_SCHEMA), part_path(out, "faces", row["video_id"]))
     for row in video_rows:
         write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(out, "videos", row["video_id"]))
-    return {"key": job.key, "status": video_rows[0]["status"], "error_code": video_rows[0].get("error_code"),
-            "n_faces": len(face_rows), "seconds": time.perf_counter() - start}
 
 
-class _JobError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+def error_rows(job: FakeJob, config: SynthConfig, code: str, message: str) -> list[dict]:
+    """A failed fake's videos rows: one per quality, each saying why."""
+    return [
+        {**_base_row(job, config, q), "status": "error", "error_code": code, "error": message, "meta": _meta(job, config, q)}
+        for q in config.qualities
+    ]
 
 
 def _meta(job: FakeJob, config: SynthConfig, quality: str, **extra: Any) -> str:
@@ -268,7 +256,7 @@ def _base_row(job: FakeJob, config: SynthConfig, quality: str) -> dict[str, Any]
     if config.method == "self-blend":
         identity = frames_id
     return {
-        "video_id": _video_id(job.key, quality),
+        "video_id": video_id(job.key, quality),
         "path": _rel_video_path(job.key, quality),
         "label": "fake",
         "dataset": frames.get("dataset"),
@@ -280,30 +268,23 @@ def _base_row(job: FakeJob, config: SynthConfig, quality: str) -> dict[str, Any]
     }
 
 
-def _error_rows(job: FakeJob, config: SynthConfig, code: str, message: str) -> list[dict]:
-    return [
-        {**_base_row(job, config, q), "status": "error", "error_code": code, "error": message, "meta": _meta(job, config, q)}
-        for q in config.qualities
-    ]
-
-
 def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[dict], list[dict]]:
     if job.frames_row is None:
-        raise _JobError("source_missing", f"real video {job.pair.target.video_id} is not in {ds}")
+        raise ItemError("source_missing", f"real video {job.pair.target.video_id} is not in {ds}")
     if config.method == "swap" and job.identity_row is None:
-        raise _JobError("source_missing", f"identity donor {job.pair.source.video_id} is not in {ds}")
+        raise ItemError("source_missing", f"identity donor {job.pair.source.video_id} is not in {ds}")
     rows = _track_rows(ds, job.pair.target)
     if not rows:
-        raise _JobError("bad_input", f"track {job.pair.target.track_id} of {job.pair.target.video_id} has no faces")
+        raise ItemError("bad_input", f"track {job.pair.target.track_id} of {job.pair.target.video_id} has no faces")
     plan = plan_track(rows, config.per_video, config.smooth)
     video_path = ds / job.frames_row["path"]
     info = probe(video_path)
     crop_size = int(rows[0]["size"])
     rng = np.random.default_rng(job.seed)
     generator = _generator(job, config, ds, plan, crop_size, rng)
-    harmonizer = _harmonizer(config.harmonizer, config.device) if config.blend == "dovenet" else None
     composer = Composer(
-        generator, rng, config.blend, config.colour, config.region, config.mask_warp, config.deform, harmonizer, job.seed,
+        generator, rng, config.blend, config.colour, config.region, config.mask_warp, config.deform,
+        harmonizer(config.harmonizer, config.device) if config.blend == "dovenet" else None, job.seed,
         # SBI's random blend ratio suits self-blending; a swapped face is pasted opaque
         blend_ratio=None if config.method == "self-blend" else 1.0,
     )
@@ -330,12 +311,12 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     write_video(fake_frames(), lossless, fps=info.fps, crf=crf_for_quality("c0"), preset="veryfast")
     try:
         if n_written != plan.end:
-            raise _JobError("truncated", f"{video_path} ended after {n_written} frames; the fake needs {plan.end}")
+            raise ItemError("truncated", f"{video_path} ended after {n_written} frames; the fake needs {plan.end}")
         video_rows, face_rows = [], []
         for quality in config.qualities:
             path = fakes / quality / f"{job.key}.mp4"
             if quality != "c0":
-                with atomic_output(path) as tmp:
+                with atomic_write(path) as tmp:
                     run_ffmpeg(["-i", str(lossless), "-c:v", "libx264", "-crf", str(crf_for_quality(quality)),
                                 "-preset", "medium", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(tmp)])
             q_faces = _face_rows(path, job, config, quality, plan, masks, crop_size)
@@ -350,7 +331,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
 def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan: TrackPlan,
                masks: dict[int, bytes], crop_size: int) -> list[dict]:
     """The target's crops re-cut from the encoded fake, with the exact masks used."""
-    vid = _video_id(job.key, quality)
+    vid = video_id(job.key, quality)
     split = (job.frames_row or {}).get("split")
     out: list[dict] = []
     last = max(plan.rows)
@@ -387,92 +368,3 @@ def _video_row(job: FakeJob, config: SynthConfig, quality: str, path: Path, plan
         "status": "ok",
         "meta": _meta(job, config, quality, changed_frames=[plan.first, plan.end - 1], n_changed=len(plan.landmarks)),
     }
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-def _copy_reals(ds: Path, out: Path, video_ids: set[str]) -> None:
-    """The real videos the fakes come from, as rows of DS2 (path re-rooted, faces copied),
-    so DS2 is a complete benchmark: reals and fakes, pairs resolvable."""
-    rows = [r for r in read_table(ds, "videos", VIDEOS_SCHEMA).to_pylist() if r["video_id"] in video_ids]
-    for row in rows:
-        vid = row["video_id"]
-        if vid in part_keys(out, "videos"):
-            continue
-        src_faces = part_path(ds, "faces", vid)
-        if src_faces.is_file():
-            dst = part_path(out, "faces", vid)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.parent / f".tmp-copy-{dst.name}"
-            shutil.copyfile(src_faces, tmp)
-            os.replace(tmp, dst)
-        row["path"] = relative_path(ds / row["path"], out)
-        write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), part_path(out, "videos", vid))
-
-
-def synthesize(
-    ds: str | Path,
-    out: str | Path,
-    config: SynthConfig | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> SynthSummary:
-    """Make the fakes `config` asks for from the real dataset `ds` into `out` (DS2).
-
-    Raises ValueError / ParamsMismatch before any work on bad arguments or when `out` was
-    made with other parameters; bad inputs of single fakes become error rows."""
-    from dfpipe.runtime.parallel import Task, dask_client, run_tasks
-    from dfpipe.runtime.runinfo import check_params, record_stage
-
-    config = config or SynthConfig()
-    ds, out = Path(ds), Path(out)
-    if not (ds / "videos").is_dir():
-        raise ValueError(f"{ds} is not a dataset directory (no videos/ folder); run `dfpipe extract` first")
-    if ds.absolute() == out.absolute():
-        raise ValueError("--out must be a new dataset directory, not the real dataset itself")
-    if config.blend == "dovenet":
-        _harmonizer(config.harmonizer, config.device)  # a bad checkpoint fails here, before any work
-    check_params(out, "synthesize", {**config.output_params(), "source_dataset": str(ds.absolute())})
-    started = time.perf_counter()
-    jobs = plan_jobs(ds, config)
-    out.mkdir(parents=True, exist_ok=True)
-    record_stage(out, "synthesize", {**config.output_params(), "source_dataset": str(ds.absolute())})
-    summary = SynthSummary(out=out, n_jobs=len(jobs))
-    if config.include_reals:
-        used = {r.video_id for j in jobs if j.pair for r in (j.pair.target, j.pair.source) if r is not None}
-        _copy_reals(ds, out, used)
-    done = part_keys(out, "videos")
-    todo = [j for j in jobs if not all(_video_id(j.key, q) in done for q in config.qualities)]
-    summary.n_skipped = len(jobs) - len(todo)
-    if todo:
-        with dask_client(workers, scheduler) as client:
-            threads = 1 if client is not None else None
-            tasks = [Task(j.key, make_fake, (j, config, str(ds.absolute()), str(out.absolute()), threads)) for j in todo]
-            run_tasks(tasks, client, description=f"synthesize ({config.method})", progress=progress)
-    _summarize(out, {j.key for j in jobs}, summary)
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def _summarize(out: Path, keys: set[str], summary: SynthSummary) -> None:
-    """Counts per fake (a failed fake has one error row per quality but counts once)."""
-    failed: dict[str, dict] = {}
-    rows = [r for r in read_table(out, "videos", VIDEOS_SCHEMA).to_pylist()
-            if r["label"] == "fake" and r["video_id"].rsplit("-", 1)[0] in keys]
-    for r in rows:
-        key = r["video_id"].rsplit("-", 1)[0]
-        if r["status"] == "ok":
-            summary.n_videos += 1
-            summary.n_faces += r["n_faces"] or 0
-            summary.n_frames += r["n_frames"] or 0
-        else:
-            failed.setdefault(key, r)
-    summary.n_ok = len({r["video_id"].rsplit("-", 1)[0] for r in rows if r["status"] == "ok"})
-    for r in failed.values():
-        summary.errors[r["error_code"]] = summary.errors.get(r["error_code"], 0) + 1
-        summary.failed.append((r["path"], r["error_code"], r["error"] or ""))
-
-
-__all__ = ["FakeJob", "SynthSummary", "make_fake", "plan_jobs", "synthesize"]

@@ -1,31 +1,32 @@
-"""Checkpoints that load with `torch.load(weights_only=True)`.
+"""Checkpoint files for every trained dfpipe model, in one format that loads with
+`torch.load(weights_only=True)`.
 
 Everything in a checkpoint is tensors or plain Python values (dicts, lists, numbers,
 strings): the model's name and constructor options, the training options, optimizer,
 scheduler and scaler states, and the RNG states of Python, NumPy and torch, so a resumed
-run continues exactly where the saved one stopped. Files are written to a temporary
-name and renamed, so a killed run never leaves a half-written `last.pt`.
+run continues exactly where the saved one stopped. Files are written through
+`atomic_write`, so a killed run never leaves a half-written `last.pt`. What a checkpoint
+means (which model, which keys) is for `dfpipe.models` to read.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from dfpipe.models.registry import create_model
+from dfpipe.runtime.files import atomic_write
 
+#: the tag every dfpipe checkpoint carries (named when only the detector trainer wrote
+#: them; kept so that existing runs still load)
 FORMAT = "dfpipe.train/1"
 
 
 class CheckpointError(ValueError):
-    """A file is not a dfpipe training checkpoint."""
+    """A file is not a dfpipe checkpoint (or not of the model asked for)."""
 
 
 def plain(value: Any) -> Any:
@@ -42,6 +43,7 @@ def plain(value: Any) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values."""
     version, state, gauss = random.getstate()
     np_state = np.random.get_state()
     out = {
@@ -65,19 +67,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    try:
+    """`payload` tagged with FORMAT, written atomically to `path`."""
+    with atomic_write(path) as tmp:
         torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A dfpipe checkpoint read with weights_only=True; CheckpointError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -88,10 +85,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dfpipe training checkpoint (expected format {FORMAT})")
     return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model a checkpoint was trained as (never downloads weights) in eval mode."""
-    model = create_model(ckpt["model_name"], pretrained=False, **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model.to(device).eval()

@@ -1,0 +1,77 @@
+"""What `extract` works on: video files, folders of them, or an ingested dataset directory,
+expanded into one `VideoJob` per distinct video (content id), in a stable order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from dfpipe.manifests.ids import video_content_id
+from dfpipe.manifests.parts import list_parts, read_table
+from dfpipe.manifests.schema import VIDEOS_SCHEMA
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts", ".ogv",
+}
+
+
+@dataclass
+class VideoJob:
+    """One video to extract: where it is, its id, and what ingest already knew."""
+
+    path: Path
+    video_id: str
+    prior: dict[str, Any] = field(default_factory=dict)
+    duplicate_of: str | None = None  # a second path with the content of this video id
+
+
+def is_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "videos").is_dir() and bool(list_parts(path, "videos"))
+
+
+def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[VideoJob], list[tuple[Path, str]]]:
+    """Expand inputs (files, folders, dataset directories) into jobs, in a stable order.
+
+    Returns the jobs and the duplicates (path, id of the first path with that content).
+    """
+    jobs: list[VideoJob] = []
+    seen: dict[str, Path] = {}
+    duplicates: list[tuple[Path, str]] = []
+    for item in inputs:
+        item = Path(item)
+        if is_dataset_dir(item):
+            candidates = list(_dataset_jobs(item))
+        elif item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            candidates = [VideoJob(p, video_content_id(p)) for p in files]
+        else:
+            candidates = [VideoJob(item, video_content_id(item))]
+        for job in candidates:
+            if job.video_id in seen:
+                if seen[job.video_id].resolve() != job.path.resolve():
+                    duplicates.append((job.path, job.video_id))
+                continue
+            seen[job.video_id] = job.path
+            jobs.append(job)
+    return jobs, duplicates
+
+
+def _dataset_jobs(root: Path) -> Iterator[VideoJob]:
+    """Rows an ingest wrote (`status=pending`) or earlier extracts, as jobs."""
+    table = read_table(root, "videos", VIDEOS_SCHEMA)
+    for row in sorted(table.to_pylist(), key=lambda r: r["video_id"]):
+        yield VideoJob((root / row["path"]).resolve() if not Path(row["path"]).is_absolute() else Path(row["path"]), row["video_id"], row)
+
+
+def largest_first(jobs: list[VideoJob]) -> list[VideoJob]:
+    """Jobs by file size, largest first (a stand-in for length): workers take videos in
+    this order, so a long video does not start last and keep one worker busy alone."""
+
+    def size(job: VideoJob) -> int:
+        try:
+            return job.path.stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(jobs, key=size, reverse=True)  # stable: equal sizes keep input order

@@ -1,0 +1,168 @@
+"""Face rows of one video, streamed in frame order: decode, detect, track, align, crop, encode.
+
+Faces smaller than `--min-face` are counted as dropped (`stats["dropped"]["small"]`), and
+so are the detector's weak faces under `--score-threshold` (`"low_score"`), so a run can
+say what it left out and why.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from dfpipe.manifests.codec import encode_image
+from dfpipe.manifests.ids import face_id
+from dfpipe.manifests.schema import FACES_INDEX_COLUMNS
+from dfpipe.pipeline.faces.align import crop_matrix, warp_crop
+from dfpipe.pipeline.faces.config import ExtractConfig
+from dfpipe.pipeline.faces.threads import chain_end, encoded_rows, prefetch, torch_beside_pipeline
+from dfpipe.pipeline.faces.tracks import Tracker, TrackedFrame, select_tracks
+from dfpipe.pipeline.video.decode import iter_frames
+from dfpipe.runtime.stage import ItemError
+
+
+class DetectorFailed(ItemError):
+    """The face detector raised (loading or inference): the video gets a `detector_error` row."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__("detector_error", f"{type(cause).__name__}: {cause}")
+
+
+def _frame_faces_from_source(source_faces: pa.Table | None) -> dict[int, list[dict[str, Any]]] | None:
+    if source_faces is None or source_faces.num_rows == 0:
+        return None
+    by_frame: dict[int, list[dict[str, Any]]] = {}
+    for r in source_faces.select([c for c in FACES_INDEX_COLUMNS if c in source_faces.column_names]).to_pylist():
+        by_frame.setdefault(int(r["frame_index"]), []).append(r)
+    return by_frame
+
+
+def face_row(
+    video_id: str, frame, track_id: int, score: float, box, landmarks, matrix: np.ndarray, config: ExtractConfig, prior: dict
+) -> dict[str, Any]:
+    crop = warp_crop(frame.image, matrix, config.size)
+    return {
+        "face_id": face_id(video_id, frame.index, track_id),
+        "video_id": video_id,
+        "frame_index": int(frame.index),
+        "timestamp": float(frame.timestamp),
+        "track_id": int(track_id),
+        "score": float(score),
+        "x1": float(box[0]),
+        "y1": float(box[1]),
+        "x2": float(box[2]),
+        "y2": float(box[3]),
+        "landmarks": [float(v) for v in np.asarray(landmarks).reshape(10)],
+        "matrix": [float(v) for v in np.asarray(matrix).reshape(6)],
+        "crop": config.crop,
+        "size": int(config.size),
+        "image_format": config.image_format,
+        "image": crop,  # encoded by encoded_rows
+        "mask": None,
+        "mask_source": None,
+        "label": prior.get("label") or "unknown",
+        "split": prior.get("split"),
+    }
+
+
+def iter_video_faces(
+    path: Path, video_id: str, config: ExtractConfig, prior: dict | None = None, source_faces: pa.Table | None = None,
+    stats: dict | None = None, decode_ahead: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Face rows of one video, streamed in frame order (tracks unfiltered).
+
+    `stats` (if given) receives `n_sampled` and `dropped` (faces by reason). `decode_ahead` decodes the next frames in a
+    thread while the detector runs (off on single-threaded Dask workers). Raises
+    DecodeError for bad files.
+    """
+    stats = stats if stats is not None else {}
+    rows = _raw_face_rows(path, video_id, config, prior or {}, source_faces, stats, decode_ahead)
+    encode = partial(encode_image, fmt=config.image_format, jpeg_quality=config.jpeg_quality)
+    if not decode_ahead:
+        yield from encoded_rows(rows, encode, 0, 0)
+        return
+    with torch_beside_pipeline():
+        yield from encoded_rows(rows, encode, 1, 4 * config.batch_size)
+
+
+def _raw_face_rows(
+    path: Path, video_id: str, config: ExtractConfig, prior: dict, source_faces: pa.Table | None, stats: dict,
+    decode_ahead: bool,
+) -> Iterator[dict[str, Any]]:
+    """Face rows with the crop as an array, in frame order."""
+    stats["n_sampled"] = 0
+    dropped = stats.setdefault("dropped", {"small": 0, "low_score": 0})
+    frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
+    reuse = _frame_faces_from_source(source_faces)
+    if reuse is not None:
+        for frame in prefetch(frames, config.batch_size) if decode_ahead else frames:
+            stats["n_sampled"] += 1
+            for r in reuse.get(frame.index, ()):
+                yield face_row(video_id, frame, r["track_id"], r["score"], (r["x1"], r["y1"], r["x2"], r["y2"]),
+                                r["landmarks"], np.asarray(r["matrix"]).reshape(2, 3), config, prior)
+        return
+
+    try:
+        detector = detector_for(config)
+    except Exception as exc:
+        raise DetectorFailed(exc) from exc
+    tracker = Tracker(smooth=config.smooth)
+
+    def finished(tracked: Iterable[TrackedFrame]) -> Iterator[dict[str, Any]]:
+        for tf in tracked:
+            for face in tf.faces:
+                matrix = crop_matrix(config.crop, face.box, face.landmarks, config.size, config.margin)
+                yield face_row(video_id, tf.payload, face.track_id, face.score, face.box, face.landmarks, matrix, config, prior)
+
+    # each frame with its downscaled detector input; decoding ahead, the downscale runs in
+    # the decode thread too, off the detector's path
+    prepared = ((frame, detector.detection_input(frame.image)) for frame in frames)
+    if decode_ahead:
+        prepared = prefetch(prepared, config.batch_size)
+    batch = []
+    for item in chain_end(prepared):
+        if item is not None:
+            stats["n_sampled"] += 1
+            batch.append(item)
+        if batch and (item is None or len(batch) >= config.batch_size):
+            try:
+                detections = detector.detect([f.image for f, _ in batch], inputs=[small for _, small in batch])
+            except Exception as exc:
+                raise DetectorFailed(exc) from exc
+            for (fr, _), det in zip(batch, detections):
+                side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+                keep = side >= config.min_face
+                dropped["small"] += int((~keep).sum())
+                dropped["low_score"] += det.n_weak
+                yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep]))
+            batch = []
+    yield from finished(tracker.flush())
+
+
+def detector_for(config: ExtractConfig):
+    """The process's detector for these settings (built once, then cached)."""
+    from dfpipe.pipeline.faces.detect import load_detector
+
+    return load_detector(config.detector, config.weights, config.device, config.max_side,
+                         config.score_threshold, config.nms_threshold, config.batch_size)
+
+
+class TrackTally:
+    """Faces and face areas per track, counted as rows stream past, for track selection."""
+
+    def __init__(self) -> None:
+        self._areas: dict[int, list[float]] = {}
+
+    def add(self, face: dict[str, Any]) -> None:
+        self._areas.setdefault(face["track_id"], []).append((face["x2"] - face["x1"]) * (face["y2"] - face["y1"]))
+
+    def stats(self) -> dict[int, tuple[int, float]]:
+        """{track_id: (n_faces, mean_area)}"""
+        return {t: (len(a), float(np.mean(a))) for t, a in self._areas.items()}
+
+    def selected(self, config: ExtractConfig) -> set[int]:
+        return select_tracks(self.stats(), config.keep, config.max_tracks, config.min_track_len)
