@@ -57,10 +57,10 @@ def part_abc(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
     """Decode alone, detector alone, full extract; one process, 2 torch threads."""
     import torch
 
-    from dfpipe.pipeline.video.decode import Sampling, iter_frames
-    from dfpipe.pipeline.faces.detect import load_detector
     from dfpipe.manifests.ids import video_content_id
     from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video
+    from dfpipe.pipeline.faces.detect import load_detector
+    from dfpipe.pipeline.video.decode import Sampling, iter_frames
 
     torch.set_num_threads(2)
     config = ExtractConfig(every=every)
@@ -245,9 +245,9 @@ def part_p(videos: dict[str, Path], every: int) -> list[dict]:
     import cv2
     import pyarrow.parquet as pq
 
+    from dfpipe.manifests.codec import decode_image
     from dfpipe.manifests.ids import video_content_id
     from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video
-    from dfpipe.manifests.codec import decode_image
 
     strategies = {"default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "rle (dfpipe)": cv2.IMWRITE_PNG_STRATEGY_RLE}
     rows = []

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dfpipe.manifests.codec import encode_image, read_image_file
 from dfpipe.manifests.parts import write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA
 from dfpipe.pipeline.faces.align import align_matrix, warp_crop
-from dfpipe.pipeline.video.decode import Sampling, iter_frames
 from dfpipe.pipeline.faces.detect import FaceDetector
-from dfpipe.manifests.codec import encode_image, read_image_file
+from dfpipe.pipeline.video.decode import Sampling, iter_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))

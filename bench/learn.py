@@ -51,7 +51,7 @@ def block_split_of(frame: int, block: int, guard: int, pattern: list[str]) -> st
 
 def build_dataset(root: Path, every: int, size: int, assign) -> dict:
     """Faces of both videos with labels and time splits, written as dfpipe parts."""
-    from dfpipe.manifests.parts import part_keys, rows_to_table, write_part_atomic, part_path
+    from dfpipe.manifests.parts import part_keys, part_path, rows_to_table, write_part_atomic
     from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
     from dfpipe.pipeline.faces import ExtractConfig, process_video
     from dfpipe.runtime.runinfo import record_stage

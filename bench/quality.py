@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from dfpipe.pipeline.video.decode import iter_frames
 from dfpipe.pipeline.quality.ewarp import DIS_PRESETS, FlowEstimator, ewarp_pair
 from dfpipe.pipeline.quality.ssim import mask_ssim
+from dfpipe.pipeline.video.decode import iter_frames
 
 SHARED = Path(os.environ.get("DFPIPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 REAL = SHARED / "data" / "videos" / "ffpp_real_004.mp4"

@@ -30,15 +30,15 @@ os.environ.setdefault("DFPIPE_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from dfpipe.pipeline.faces.align import transform_points  # noqa: E402
-from dfpipe.pipeline.video.decode import iter_frames  # noqa: E402
 from dfpipe.manifests.codec import decode_image  # noqa: E402
+from dfpipe.pipeline.faces.align import transform_points  # noqa: E402
 from dfpipe.pipeline.synth import SynthConfig, synthesize  # noqa: E402
 from dfpipe.pipeline.synth.compose import Composer  # noqa: E402
 from dfpipe.pipeline.synth.external import ExternalGenerator  # noqa: E402
 from dfpipe.pipeline.synth.motion import FlowFollow  # noqa: E402
 from dfpipe.pipeline.synth.selfblend import SelfBlendGenerator  # noqa: E402
 from dfpipe.pipeline.synth.swap import SwapGenerator  # noqa: E402
+from dfpipe.pipeline.video.decode import iter_frames  # noqa: E402
 from dfpipe.pipeline.video.writing import ffmpeg_exe  # noqa: E402
 
 

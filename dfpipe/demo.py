@@ -18,9 +18,9 @@ def contact_sheet(dataset: str | Path, out_png: str | Path, per_video: int = 6, 
     import cv2
     import pyarrow.compute as pc
 
+    from dfpipe.manifests.codec import decode_image
     from dfpipe.manifests.parts import read_table
     from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-    from dfpipe.manifests.codec import decode_image
 
     faces = read_table(dataset, "faces", FACES_SCHEMA, columns=["video_id", "frame_index", "track_id", "image"])
     videos = {r["video_id"]: r["path"] for r in read_table(dataset, "videos", VIDEOS_SCHEMA).to_pylist()}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from test_synth_support import aligned_face, face
 
 from dfpipe.pipeline.masks import facemask as fm
 from dfpipe.pipeline.synth.blend import BLENDS, blend, load_harmonizer, poisson_blend
 from dfpipe.pipeline.synth.swap import warp_face
-from test_synth_support import aligned_face, face
 
 
 @pytest.fixture(scope="module")

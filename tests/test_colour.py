@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_synth_support import aligned_face
 
 from dfpipe.pipeline.masks import facemask as fm
 from dfpipe.pipeline.synth.colour import MODES, ColourTransfer, colour_transfer
-from test_synth_support import aligned_face
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,15 @@ import skimage.feature
 import torch
 from torchvision.ops import box_iou
 
+from dfpipe.manifests.codec import read_image_file
 from dfpipe.pipeline.faces.detect import (
-    Detections,
     DetectError,
+    Detections,
     FaceDetector,
     as_rgb,
     detection_size,
     load_detector,
 )
-from dfpipe.manifests.codec import read_image_file
 from dfpipe.runtime.device import DeviceError, resolve_device
 
 SINGLE = [

@@ -12,13 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from dfpipe.manifests.codec import encode_image, read_image_file
 from dfpipe.manifests.parts import write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA
 from dfpipe.models.dovenet import DoveNetConfig, DoveNetGenerator, build_dovenet
 from dfpipe.models.registry import count_parameters, create_model
 from dfpipe.pipeline.faces.align import align_matrix, warp_crop
 from dfpipe.pipeline.masks.facemask import landmark_hull_mask
-from dfpipe.manifests.codec import encode_image, read_image_file
 from dfpipe.train.harmonizer_data import HarmonizationDataset, load_faces, split_by_video
 
 torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))

@@ -4,12 +4,12 @@ from public-domain photos, bad inputs, resume after a kill, a 2-worker cluster."
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +18,13 @@ import pytest
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
-from dfpipe.manifests.parts import read_table, rows_to_table, write_part_atomic, part_path
+from dfpipe.manifests.codec import decode_image
+from dfpipe.manifests.ids import video_content_id
+from dfpipe.manifests.parts import part_path, read_table, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.manifests.validate import validate
 from dfpipe.media.faceclips import render_clip
-from dfpipe.manifests.ids import video_content_id
 from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract, extract_video
-from dfpipe.manifests.codec import decode_image
 from dfpipe.pipeline.faces.tracks import box_iou
 from dfpipe.pipeline.video.writing import make_audio_only, write_video
 from dfpipe.runtime.runinfo import ParamsMismatch
@@ -387,3 +387,8 @@ def test_dropped_faces_are_counted_by_reason(clips, tmp_path):
     assert one.counts["tracks"] == 1 and one.counts["faces"] + one.dropped["track"] == found
     (row,) = read_table(tmp_path / "one", "videos", VIDEOS_SCHEMA).to_pylist()
     assert json.loads(row["meta"])["dropped"]["track"] == one.dropped["track"]
+    from dfpipe.manifests.info import info
+
+    assert info(tmp_path / "one").dropped["track"] == one.dropped["track"]
+    shown = runner.invoke(app, ["info", str(tmp_path / "small")])
+    assert shown.exit_code == 0 and f"small: {found}" in shown.output

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from test_synth_support import face
 
 from dfpipe.pipeline.masks import facemask as fm
-from test_synth_support import face
 
 
 def test_bundled_mean_face_matches_public_template(shared_dir):

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from dfpipe.manifests.ids import video_content_id as content_id
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
 from dfpipe.pipeline.ingest import IngestError, ingest
-from dfpipe.manifests.ids import video_content_id as content_id
 
 
 @pytest.fixture(scope="module")

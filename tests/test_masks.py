@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from dfpipe.pipeline.faces.align import align_matrix, transform_points, warp_crop
-from dfpipe.pipeline.video.decode import Sampling, iter_frames
 from dfpipe.pipeline.masks.pairmask import (
     PairMaskConfig,
     difference_map,
@@ -15,6 +14,7 @@ from dfpipe.pipeline.masks.pairmask import (
     pair_mask,
     shipped_mask,
 )
+from dfpipe.pipeline.video.decode import Sampling, iter_frames
 
 FRAMES = (30, 150, 270)
 SIZE = 256

@@ -15,10 +15,10 @@ import torch
 from matplotlib import cbook
 from PIL import Image
 
-from dfpipe.models.blocks import IMAGENET_MEAN, IMAGENET_STD
-from dfpipe.models.m2tr import CrossModalityFusion, DCTBands, fusion_scale, M2TRConfig
-from dfpipe.models.mat import AGDA, MATConfig, RegionalIndependenceLoss
 from dfpipe.models import registry
+from dfpipe.models.blocks import IMAGENET_MEAN, IMAGENET_STD
+from dfpipe.models.m2tr import CrossModalityFusion, DCTBands, M2TRConfig, fusion_scale
+from dfpipe.models.mat import AGDA, MATConfig, RegionalIndependenceLoss
 from dfpipe.models.registry import count_parameters, create_model
 
 torch.set_num_threads(1)

@@ -13,9 +13,9 @@ import torch
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from dfpipe.pipeline.video.decode import iter_frames
 from dfpipe.pipeline.quality.ewarp import FlowEstimator, ewarp_pair, valid_mask
 from dfpipe.pipeline.quality.ssim import mask_ssim, ssim, ssim_map
+from dfpipe.pipeline.video.decode import iter_frames
 
 SK = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
 
@@ -75,9 +75,7 @@ def test_mask_ssim_self_is_one_and_fake_below(pair_frames):
 
 def test_lpips_equals_lpips_package_with_same_backbone():
     lpips = pytest.importorskip("lpips")
-    from dfpipe.pipeline.quality.perceptual import PerceptualMetric, lpips_linear_path
-
-    from dfpipe.pipeline.quality.perceptual import VGGFeatures
+    from dfpipe.pipeline.quality.perceptual import PerceptualMetric, VGGFeatures, lpips_linear_path
 
     torch.manual_seed(0)
     backbone = VGGFeatures().state_dict()  # a fixed random backbone (no ImageNet file in tests)

@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
+from dfpipe.manifests.codec import decode_mask
 from dfpipe.manifests.parts import part_path, read_table, write_rows
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.faces.align import transform_points
-from dfpipe.manifests.codec import decode_mask
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -101,8 +101,8 @@ def test_shipped_mask_video_wins(masked, tmp_path, fake_video):
 
     out = _run("masks", ds, "--workers", "0")
     assert "shipped: 3" in out
-    from dfpipe.pipeline.video.decode import iter_frames
     from dfpipe.pipeline.masks.pairmask import shipped_mask
+    from dfpipe.pipeline.video.decode import iter_frames
 
     got = _faces(ds, "fake").set_index("frame_index")
     frames = {f.index: f.image for f in iter_frames(mask_video) if f.index in got.index}

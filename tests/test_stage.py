@@ -154,7 +154,7 @@ def test_masks_write_error_rows(pair_dataset, tmp_path, monkeypatch):
 
 
 def test_masks_ok_rows_count_faces_by_source(pair_dataset, tmp_path):
-    from dfpipe.pipeline.masks.stage import masks, mask_sources
+    from dfpipe.pipeline.masks.stage import mask_sources, masks
 
     ds = tmp_path / "ds"
     shutil.copytree(pair_dataset, ds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_synth_support import aligned_face, face
 
 from dfpipe.pipeline.faces.align import align_matrix, warp_crop
 from dfpipe.pipeline.synth.compose import Composer
@@ -13,7 +14,6 @@ from dfpipe.pipeline.synth.pairing import Pair, TrackRef, main_tracks, random_pa
 from dfpipe.pipeline.synth.selfblend import SelfBlendGenerator, SelfBlendParams
 from dfpipe.pipeline.synth.swap import SwapGenerator, landmark_transform
 from dfpipe.pipeline.synth.track import plan_track
-from test_synth_support import aligned_face, face
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
-from dfpipe.manifests.validate import validate
-from dfpipe.pipeline.video.decode import iter_frames, probe
 from dfpipe.manifests.codec import decode_image, decode_mask
+from dfpipe.manifests.validate import validate
 from dfpipe.pipeline.synth import SynthConfig, synthesize
+from dfpipe.pipeline.video.decode import iter_frames, probe
 from dfpipe.pipeline.video.writing import ffmpeg_exe
 from dfpipe.runtime.runinfo import ParamsMismatch
 

@@ -8,12 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_train_helpers import extract_pair, write_clip_dataset
 
 from dfpipe.train.data import (
-    DataError, FaceStream, ImageSpec, StreamConfig, load_index, make_loader, round_robin_order, shuffle_buffer,
+    DataError,
+    FaceStream,
+    ImageSpec,
+    StreamConfig,
+    load_index,
+    make_loader,
+    round_robin_order,
+    shuffle_buffer,
 )
 from dfpipe.train.splits import assign_splits
-from test_train_helpers import extract_pair, write_clip_dataset
 
 SPEC = ImageSpec(48, 48, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dfpipe.manifests.parts import rows_to_table, write_part_atomic, part_path
+from dfpipe.manifests.parts import part_path, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 
 _CACHE: dict[tuple, tuple[list[dict], list[dict]]] = {}

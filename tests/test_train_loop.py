@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_train_helpers import extract_pair, write_clip_dataset
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
@@ -20,7 +21,6 @@ from dfpipe.train.data import load_index
 from dfpipe.train.evaluate import evaluate
 from dfpipe.train.predict import predict
 from dfpipe.train.trainer import TrainError, train
-from test_train_helpers import extract_pair, write_clip_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,3 +1,3 @@
 """Parquet manifests: schemas, atomic part writers, readers, validation."""
 
-from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA, ERROR_CODES  # noqa: F401
+from dfpipe.manifests.schema import ERROR_CODES, FACES_SCHEMA, VIDEOS_SCHEMA  # noqa: F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ class DatasetInfo:
     n_masks: int = 0
     faces_per_video: dict[str, float] = field(default_factory=dict)  # min / median / mean / max
     n_no_face: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # faces extract left out, by reason
     stages: list[str] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)  # table -> part files
 
@@ -48,6 +50,10 @@ def info(dataset: str | Path) -> DatasetInfo:
     d.by_split = dict(Counter(v["split"] or "-" for v in videos))
     d.errors = dict(Counter(v["error_code"] for v in videos if v["status"] == "error"))
     d.failed = [(v["path"], v["error_code"], v["error"] or "") for v in videos if v["status"] == "error"]
+    dropped: Counter = Counter()
+    for v in videos:
+        dropped.update(json.loads(v["meta"] or "{}").get("dropped", {}))
+    d.dropped = dict(dropped)
     faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id", "mask_source"])
     d.n_faces = faces.num_rows
     d.n_masks = faces.num_rows - faces["mask_source"].null_count if faces.num_rows else 0

@@ -70,8 +70,8 @@ def predict(
 ) -> dict[str, Any]:
     """Score each video; `faces=True` also lists every face's probability. `output`
     writes the result as JSON."""
-    from dfpipe.pipeline.faces.extract import process_video
     from dfpipe.manifests.codec import decode_image
+    from dfpipe.pipeline.faces.video import process_video
 
     if not videos:
         raise DataError("no videos given")

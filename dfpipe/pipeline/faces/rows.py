@@ -20,7 +20,7 @@ from dfpipe.manifests.schema import FACES_INDEX_COLUMNS
 from dfpipe.pipeline.faces.align import crop_matrix, warp_crop
 from dfpipe.pipeline.faces.config import ExtractConfig
 from dfpipe.pipeline.faces.threads import chain_end, encoded_rows, prefetch, torch_beside_pipeline
-from dfpipe.pipeline.faces.tracks import Tracker, TrackedFrame, select_tracks
+from dfpipe.pipeline.faces.tracks import TrackedFrame, Tracker, select_tracks
 from dfpipe.pipeline.video.decode import iter_frames
 from dfpipe.runtime.stage import ItemError
 

@@ -2,7 +2,7 @@
 
 Work item = one distinct video of the inputs (files, folders, or an ingested dataset
 directory); a second path with the same content is an item too, whose row says
-`duplicate`. `faces/extract.py` does one video; the stage runner (`runtime/stage.py`)
+`duplicate`. `faces/video.py` does one video; the stage runner (`runtime/stage.py`)
 skips finished videos, refuses other parameters, maps the videos over Dask and turns
 failures into error rows. Fakes with a source in the dataset run after it and reuse its
 crops' geometry. Every process loads the detector before its first video, so weights or
@@ -22,8 +22,8 @@ from dfpipe.manifests.ids import path_id
 from dfpipe.manifests.parts import part_keys, part_path, read_table, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
 from dfpipe.pipeline.faces.config import ExtractConfig
-from dfpipe.pipeline.faces.extract import error_row, extract_video_parts
 from dfpipe.pipeline.faces.inputs import VideoJob, collect_jobs, is_dataset_dir, largest_first
+from dfpipe.pipeline.faces.video import error_row, extract_video_parts
 from dfpipe.runtime.stage import ItemError, Outcome, Stage, StageSummary, run_item, run_stage
 
 

@@ -13,6 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
+
 @contextlib.contextmanager
 def torch_beside_pipeline() -> Iterator[None]:
     """Leave one core to the decode and encode threads while the detector runs.

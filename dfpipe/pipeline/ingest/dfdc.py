@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfpipe.pipeline.ingest.common import Entry, IngestError, IngestSummary, check_split, read_json, require_dir, write_entries
+from dfpipe.pipeline.ingest.common import (
+    Entry,
+    IngestError,
+    IngestSummary,
+    check_split,
+    read_json,
+    require_dir,
+    write_entries,
+)
 
 DATASET = "dfdc"
 _LABELS = {"REAL": "real", "FAKE": "fake"}

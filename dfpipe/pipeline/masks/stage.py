@@ -65,7 +65,7 @@ class MasksStage(Stage[dict]):
             Outcome(
                 key=r["video_id"], status=r["status"], name=paths.get(r["video_id"], r["video_id"]),
                 error_code=r["error_code"], error=r["error"], note=r["note"],
-                counts={f"faces masked from {src}": r[col] or 0 for src, col in _SOURCE_COLUMNS.items()},
+                counts={f"faces masked from {src}": r[col] for src, col in _SOURCE_COLUMNS.items() if r[col]},
             )
             for r in rows
             if r["video_id"] in wanted

@@ -11,9 +11,9 @@ from typing import Callable
 
 import numpy as np
 
+from dfpipe.pipeline.masks.facemask import canonical_mask, canonical_to_frame, deform_mask
 from dfpipe.pipeline.synth.blend import blend, mask_box
 from dfpipe.pipeline.synth.colour import ColourTransfer
-from dfpipe.pipeline.masks.facemask import canonical_mask, canonical_to_frame, deform_mask
 
 #: generator(frame, frame_index, landmarks) -> (fg image, uint8 mask of where fg is defined)
 Generator = Callable[[np.ndarray, int, np.ndarray], tuple[np.ndarray, np.ndarray]]

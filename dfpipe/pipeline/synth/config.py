@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dfpipe.pipeline.masks.facemask import REGIONS, WARPS
 from dfpipe.pipeline.synth.blend import BLENDS
 from dfpipe.pipeline.synth.colour import MODES as COLOUR_MODES
-from dfpipe.pipeline.masks.facemask import REGIONS, WARPS
 from dfpipe.pipeline.video.writing import QUALITY_CRF
 
 METHODS = ("swap", "self-blend", "external")

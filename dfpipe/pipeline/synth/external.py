@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dfpipe.pipeline.faces.align import invert_matrix
 from dfpipe.manifests.codec import read_image_file
+from dfpipe.pipeline.faces.align import invert_matrix
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _VALID_ERODE = 5

@@ -31,7 +31,15 @@ from dfpipe.manifests.schema import FACES_INDEX_COLUMNS, FACES_SCHEMA, VIDEOS_SC
 from dfpipe.pipeline.faces.align import transform_points, warp_crop
 from dfpipe.pipeline.synth.compose import Composer, Generator
 from dfpipe.pipeline.synth.config import SynthConfig
-from dfpipe.pipeline.synth.pairing import Pair, TrackRef, main_tracks, random_pairs, read_pairs_csv, real_videos, track_sizes
+from dfpipe.pipeline.synth.pairing import (
+    Pair,
+    TrackRef,
+    main_tracks,
+    random_pairs,
+    read_pairs_csv,
+    real_videos,
+    track_sizes,
+)
 from dfpipe.pipeline.synth.track import TrackPlan, plan_track
 from dfpipe.pipeline.video.decode import iter_frames, probe
 from dfpipe.pipeline.video.writing import crf_for_quality, run_ffmpeg, write_video
