@@ -172,6 +172,23 @@ def test_detect_on_a_real_photo(mobilenet, faces_dir):
     torch.testing.assert_close(low.boxes[0], raw[0].boxes[0])
 
 
+@pytest.mark.parametrize("photo", ["fr_two_people.jpg", "prf_test_crowd.jpg", "fd1mb_kids_group.jpg"])
+def test_weak_faces_are_counted_without_changing_the_kept_ones(mobilenet, faces_dir, photo):
+    """`weak_floor` counts the faces between it and the threshold as NMS over all of them
+    would keep them, and leaves the faces over the threshold exactly as they were."""
+    from dfpipe.manifests.codec import read_image_file
+
+    x = mobilenet.preprocess(read_image_file(str(faces_dir / photo))[None])
+    plain = mobilenet.detect(x, score_threshold=0.8)[0]
+    counted = mobilenet.detect(x, score_threshold=0.8, weak_floor=0.3)[0]
+    everything = mobilenet.detect(x, score_threshold=0.3)[0]
+    assert plain.n_weak == 0
+    torch.testing.assert_close(counted.boxes, plain.boxes, rtol=0, atol=0)
+    torch.testing.assert_close(counted.scores, plain.scores, rtol=0, atol=0)
+    assert len(counted.scores) + counted.n_weak == len(everything.scores)
+    assert counted.n_weak == int(((everything.scores > 0.3) & (everything.scores <= 0.8)).sum())
+
+
 def test_nms_matches_torchvision():
     from dfpipe.models.retinaface import nms
 

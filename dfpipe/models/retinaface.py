@@ -240,6 +240,7 @@ class RawDetections:
     boxes: torch.Tensor  # (N, 4) x1 y1 x2 y2
     scores: torch.Tensor  # (N,)
     landmarks: torch.Tensor  # (N, 5, 2)
+    n_weak: int = 0  # faces scoring in [weak_floor, score_threshold]: found, left out
 
 
 class RetinaFace(nn.Module):
@@ -294,17 +295,24 @@ class RetinaFace(nn.Module):
         nms_threshold: float = 0.4,
         pre_nms_top_k: int = 5000,
         max_detections: int = 750,
+        weak_floor: float | None = None,
     ) -> list[RawDetections]:
         """Detect faces in a preprocessed batch; results in the batch's pixel coordinates,
-        sorted by score (highest first)."""
+        sorted by score (highest first).
+
+        With `weak_floor`, also count the faces scoring from there up to the threshold
+        (`n_weak`), as greedy NMS over all of them would keep them: a weak box a kept face
+        overlaps is no face of its own. The kept faces are the same either way (NMS keeps a
+        box only against higher-scoring ones), and the count costs one small NMS."""
         height, width = x.shape[-2:]
         loc, logits, landm = self(x)
         scores = logits.softmax(dim=-1)[..., 1]
         priors = prior_boxes(self.cfg, height, width, x.device)
         scale = torch.tensor([width, height], dtype=torch.float32, device=x.device)
         out = []
+        floor = score_threshold if weak_floor is None else min(weak_floor, score_threshold)
         for b in range(x.shape[0]):
-            keep = scores[b] > score_threshold
+            keep = scores[b] > floor
             s = scores[b][keep]
             if s.numel() > pre_nms_top_k:
                 s, order = s.topk(pre_nms_top_k)
@@ -315,9 +323,31 @@ class RetinaFace(nn.Module):
             p = priors[idx]
             boxes = decode_boxes(loc[b][idx], p, self.cfg.variance) * scale.repeat(2)
             points = decode_landmarks(landm[b][idx], p, self.cfg.variance) * scale
-            kept = nms(boxes, s, nms_threshold)[:max_detections]
-            out.append(RawDetections(boxes[kept].float(), s[kept].float(), points[kept].float()))
+            n_strong = int((s > score_threshold).sum())  # s is sorted: the strong boxes come first
+            kept = nms(boxes[:n_strong], s[:n_strong], nms_threshold)[:max_detections]
+            n_weak = _count_weak(boxes[n_strong:], s[n_strong:], boxes[kept], nms_threshold)
+            out.append(RawDetections(boxes[kept].float(), s[kept].float(), points[kept].float(), n_weak))
         return out
+
+
+def _count_weak(weak: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor, iou_threshold: float) -> int:
+    """Faces among the weak boxes: those no kept face overlaps, after NMS among themselves."""
+    if weak.numel() == 0:
+        return 0
+    if kept.numel():
+        weak_ok = box_iou(weak, kept).amax(dim=1) <= iou_threshold
+        weak, scores = weak[weak_ok], scores[weak_ok]
+    return int(len(nms(weak, scores, iou_threshold)))
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of N x 4 and M x 4 boxes (x1 y1 x2 y2)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(dim=-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(dim=-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:

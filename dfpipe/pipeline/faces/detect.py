@@ -28,9 +28,8 @@ class DetectError(ValueError):
 
 
 #: Detections scoring from here up to the score threshold are faces the threshold left out:
-#: counted (`Detections.n_weak`), so a run can say how many it dropped for their score.
-#: Greedy NMS keeps a box only against higher-scoring ones, so running it on these weaker
-#: boxes too leaves the kept faces exactly as they were.
+#: counted (`Detections.n_weak`), so a run can say how many it dropped for their score. The
+#: kept faces are the same as without the count.
 WEAK_SCORE_FLOOR = 0.5
 
 
@@ -59,11 +58,6 @@ class Detections:
             (self.landmarks * factor).astype(np.float32),
             self.n_weak,
         )
-
-    def above(self, threshold: float) -> "Detections":
-        """The detections scoring over `threshold`; the others are counted as weak."""
-        keep = self.scores > threshold
-        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], self.n_weak + int((~keep).sum()))
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -111,12 +105,11 @@ class _RetinaFaceBackend:
         self.nms_threshold = nms_threshold
 
     def __call__(self, batch: np.ndarray) -> list[Detections]:
-        floor = min(WEAK_SCORE_FLOOR, self.score_threshold)
         with torch.inference_mode():
-            raw = self.net.detect(self.net.preprocess(batch), floor, self.nms_threshold)
+            raw = self.net.detect(self.net.preprocess(batch), self.score_threshold, self.nms_threshold,
+                                  weak_floor=WEAK_SCORE_FLOOR)
         return [
-            Detections(r.boxes.cpu().numpy(), r.scores.cpu().numpy(), r.landmarks.cpu().numpy()).above(self.score_threshold)
-            for r in raw
+            Detections(r.boxes.cpu().numpy(), r.scores.cpu().numpy(), r.landmarks.cpu().numpy(), r.n_weak) for r in raw
         ]
 
 
