@@ -41,7 +41,7 @@ def score_quality(
     some could not be (their rows say why), 2 on bad arguments.
     """
     from dfpipe.pipeline.quality import QualityConfig, read_quality, score_quality
-    from dfpipe.pipeline.quality.report import check_report_path, print_summary, summary_table, write_report
+    from dfpipe.pipeline.quality.report import check_report_path, summary_table, write_report
     from dfpipe.runtime.runinfo import ParamsMismatch
     from dfpipe.runtime.weights import WeightsError
 
@@ -57,7 +57,7 @@ def score_quality(
     except (ValueError, FileNotFoundError, ParamsMismatch) as exc:
         fail(str(exc))
     print_stage_summary(summary)
-    print_summary(summary_table(read_quality(root)[1]), console)
+    print_quality_table(summary_table(read_quality(root)[1]))
     console.print(
         f"scored {summary.n_ok} of {summary.n_items} videos (already scored {summary.n_skipped} before this run) "
         f"-> {root / 'quality'}"
@@ -66,6 +66,25 @@ def score_quality(
         console.print(f"report: {write_report(root, report)}")
     if summary.n_errors:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def print_quality_table(table) -> None:
+    """The per-method means of `report.summary_table`, as a terminal table with a legend."""
+    from rich.table import Table
+
+    from dfpipe.pipeline.quality.report import GROUP, SHORT, fmt
+
+    rich_table = Table(title="dataset quality (means over videos)")
+    for col in table.columns:
+        if col in GROUP:  # names may wrap; figures never (a cut-off number misleads)
+            rich_table.add_column(SHORT.get(col, col), overflow="fold")
+        else:
+            rich_table.add_column(SHORT.get(col, col), justify="right", no_wrap=True, min_width=len(SHORT.get(col, col)))
+    for row in table.itertuples(index=False):
+        rich_table.add_row(*[fmt(v) for v in row])
+    console.print(rich_table)
+    console.print("M-SSIM: Mask-SSIM of the masked images; M-SSIM in: mean SSIM inside the mask (higher = closer "
+                  "to the source). LPIPS, VGG MSE: lower = closer. Ewarp: lower = less flicker.")
 
 
 def register(app: typer.Typer) -> None:

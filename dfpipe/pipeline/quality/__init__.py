@@ -4,9 +4,10 @@
 - `perceptual`: LPIPS-VGG and VGG relu2_2 feature MSE on one backbone pass.
 - `ewarp`: warping error with OpenCV DIS flow and the forward-backward occlusion mask.
 - `frames`: the frames at chosen indices, streamed.
-- `score`: QualityConfig and the metrics of one video (`score_video`).
+- `config`: QualityConfig.
+- `score`: the metrics of one video (`score_video`).
 - `stage`: `score_quality(DS)`, the stage writing `DS/quality/frames` and `DS/quality/videos`.
-- `report`: terminal summary, HTML report with PNG plots.
+- `report`: the per-method summary table, HTML / Markdown report with PNG plots.
 """
 
 from dfpipe.pipeline.quality.config import METRICS, QualityConfig

@@ -41,25 +41,8 @@ def summary_table(videos: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def print_summary(table: pd.DataFrame, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    rich_table = Table(title="dataset quality (means over videos)")
-    for col in table.columns:
-        if col in GROUP:  # names may wrap; figures never (a cut-off number misleads)
-            rich_table.add_column(SHORT.get(col, col), overflow="fold")
-        else:
-            rich_table.add_column(SHORT.get(col, col), justify="right", no_wrap=True, min_width=len(SHORT.get(col, col)))
-    for row in table.itertuples(index=False):
-        rich_table.add_row(*[_fmt(v) for v in row])
-    console.print(rich_table)
-    console.print("M-SSIM: Mask-SSIM of the masked images; M-SSIM in: mean SSIM inside the mask (higher = closer "
-                  "to the source). LPIPS, VGG MSE: lower = closer. Ewarp: lower = less flicker.")
-
-
-def _fmt(value) -> str:
+def fmt(value) -> str:
+    """A metric as tables show it (3 significant digits, `-` for none)."""
     if isinstance(value, (float, np.floating)):
         return "-" if np.isnan(value) else f"{value:.3g}"
     return str(value)
@@ -69,7 +52,7 @@ def _markdown(table: pd.DataFrame) -> str:
     """A pipe table (pandas' to_markdown needs the optional `tabulate`)."""
     head = "| " + " | ".join(LABELS.get(c, c) for c in table.columns) + " |"
     rule = "|" + "---|" * len(table.columns)
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    rows = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([head, rule, *rows])
 
 
