@@ -392,3 +392,43 @@ def test_dropped_faces_are_counted_by_reason(clips, tmp_path):
     assert info(tmp_path / "one").dropped["track"] == one.dropped["track"]
     shown = runner.invoke(app, ["info", str(tmp_path / "small")])
     assert shown.exit_code == 0 and f"small: {found}" in shown.output
+
+
+@pytest.fixture(scope="module")
+def joined_clip(tmp_path_factory, real_video) -> Path:
+    """Two seconds of the shared FF++ news clip, a public-domain two-face clip, then two more
+    seconds of the news clip, joined with ffmpeg: two camera cuts, the same man either side."""
+    from dfpipe.pipeline.video.writing import run_ffmpeg
+
+    d = tmp_path_factory.mktemp("cuts")
+    other = render_clip(d / "two.mp4", n_frames=50, width=640, height=360, faces=("astronaut", "grace_hopper"), pan=0.3)
+    norm = "scale=640:360,setsar=1,fps=25,setpts=PTS-STARTPTS"
+    graph = (f"[0:v]trim=0:2,{norm}[a];[1:v]{norm}[b];[2:v]trim=2:4,{norm}[c];[a][b][c]concat=n=3:v=1[out]")
+    out = d / "joined.mp4"
+    run_ffmpeg(["-i", real_video, "-i", other, "-i", real_video, "-filter_complex", graph, "-map", "[out]",
+                "-c:v", "libx264", "-crf", "20", "-pix_fmt", "yuv420p", out])
+    return out
+
+
+def test_no_track_crosses_a_camera_cut(joined_clip, clips, tmp_path):
+    extract([joined_clip], tmp_path / "ds", replace(FAST, every=5), workers=0, progress=False)
+    faces = read_table(tmp_path / "ds", "faces", FACES_SCHEMA, columns=["frame_index", "track_id", "shot_id"]).to_pandas()
+    assert faces.groupby("track_id").shot_id.nunique().max() == 1  # every track within one shot
+    shots = faces.groupby("shot_id").frame_index.agg(["min", "max"])
+    assert list(shots.index) == [0, 1, 2]
+    # the cuts fall at frames 50 and 100: each shot's faces lie between them
+    assert shots.loc[0, "max"] < 50 <= shots.loc[1, "min"] and shots.loc[1, "max"] < 100 <= shots.loc[2, "min"]
+    assert faces[faces.shot_id == 1].track_id.nunique() == 2  # two people in the middle shot
+    # the same man before and after the middle shot: two tracks, not one
+    assert set(faces[faces.shot_id == 0].track_id).isdisjoint(faces[faces.shot_id == 2].track_id)
+    (row,) = read_table(tmp_path / "ds", "videos", VIDEOS_SCHEMA).to_pylist()
+    assert json.loads(row["meta"])["shots"] == 3
+
+    # camera motion is no cut: a panning, zooming clip, a rotated one and the news clip stay one shot
+    extract([clips["two"], clips["portrait"]], tmp_path / "one", FAST, workers=0, progress=False)
+    assert set(read_table(tmp_path / "one", "faces", FACES_SCHEMA, columns=["shot_id"])["shot_id"].to_pylist()) == {0}
+    off = extract([joined_clip], tmp_path / "off", replace(FAST, every=5, cut_threshold=0), workers=0, progress=False)
+    assert off.n_ok == 1
+    assert set(read_table(tmp_path / "off", "faces", FACES_SCHEMA, columns=["shot_id"])["shot_id"].to_pylist()) == {0}
+    shown = runner.invoke(app, ["info", str(tmp_path / "ds")])
+    assert shown.exit_code == 0 and "3 (1 video(s) with cuts)" in shown.output

@@ -34,6 +34,7 @@ def extract(
     max_tracks: Optional[int] = option(CONFIG, "max_tracks", help="With --keep largest: how many tracks."),
     min_track_len: int = option(CONFIG, "min_track_len", help="Drop tracks seen on fewer sampled frames."),
     smooth: int = option(CONFIG, "smooth", help="Smooth boxes and landmarks over +-N sampled frames of a track (0 = off)."),
+    cut_threshold: float = option(CONFIG, "cut_threshold", help="Colour-histogram distance between sampled frames that counts as a camera cut: tracks end there, faces get a new shot_id (0 = no cut detection)."),
     image_format: str = option(CONFIG, "image_format", help="png or jpeg (quality --jpeg-quality)."),
     jpeg_quality: int = option(CONFIG, "jpeg_quality", help="JPEG quality of the crops with --image-format jpeg."),
     batch_size: int = option(CONFIG, "batch_size", help="Frames per detector batch."),
@@ -60,7 +61,7 @@ def extract(
             every=every, count=count, fps=fps, size=size, crop=crop, margin=margin, detector=detector,
             weights=weights, device=device, max_side=max_side, score_threshold=score_threshold,
             nms_threshold=nms_threshold, min_face=min_face, keep=keep, max_tracks=max_tracks,
-            min_track_len=min_track_len, smooth=smooth, image_format=image_format, jpeg_quality=jpeg_quality,
+            min_track_len=min_track_len, smooth=smooth, cut_threshold=cut_threshold, image_format=image_format, jpeg_quality=jpeg_quality,
             batch_size=batch_size, backend=backend, max_pixels=max_pixels,
         )
         summary = extract(videos, out, config, workers=workers, scheduler=scheduler, progress=progress)

@@ -29,6 +29,8 @@ class DatasetInfo:
     faces_per_video: dict[str, float] = field(default_factory=dict)  # min / median / mean / max
     n_no_face: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # faces extract left out, by reason
+    n_shots: int = 0  # camera shots over the ok videos
+    n_cut_videos: int = 0  # ok videos with more than one shot
     stages: list[str] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)  # table -> part files
 
@@ -52,7 +54,11 @@ def info(dataset: str | Path) -> DatasetInfo:
     d.failed = [(v["path"], v["error_code"], v["error"] or "") for v in videos if v["status"] == "error"]
     dropped: Counter = Counter()
     for v in videos:
-        dropped.update(json.loads(v["meta"] or "{}").get("dropped", {}))
+        meta = json.loads(v["meta"] or "{}")
+        dropped.update(meta.get("dropped", {}))
+        if v["status"] == "ok":
+            d.n_shots += meta.get("shots", 1)
+            d.n_cut_videos += meta.get("shots", 1) > 1
     d.dropped = dict(dropped)
     faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id", "mask_source"])
     d.n_faces = faces.num_rows

@@ -75,6 +75,7 @@ FACES_SCHEMA = pa.schema(
         pa.field("frame_index", pa.int64(), nullable=False),
         pa.field("timestamp", _f64),
         pa.field("track_id", pa.int32(), nullable=False),
+        pa.field("shot_id", pa.int32()),  # camera shot within the video, from 0; no track spans two
         pa.field("score", _f32),
         # detection box in frame pixels (upright frame, after rotation)
         pa.field("x1", _f32),

@@ -33,6 +33,7 @@ class ExtractConfig:
     max_tracks: int | None = None
     min_track_len: int = 1
     smooth: int = 0
+    cut_threshold: float = 0.6  # colour-histogram distance that starts a new shot (faces/shots.py); 0 = off
     image_format: str = "png"
     jpeg_quality: int = 95
     batch_size: int = 8
@@ -59,6 +60,8 @@ class ExtractConfig:
         for name in ("min_face", "smooth"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.cut_threshold <= 1:
+            raise ValueError(f"--cut-threshold must be in 0..1 (0 = no cut detection), got {self.cut_threshold}")
         if self.min_track_len < 1:
             raise ValueError(f"--min-track-len must be >= 1, got {self.min_track_len}")
         if not 1 <= self.jpeg_quality <= 100:

@@ -19,6 +19,7 @@ from dfpipe.manifests.ids import face_id
 from dfpipe.manifests.schema import FACES_INDEX_COLUMNS
 from dfpipe.pipeline.faces.align import crop_matrix, warp_crop
 from dfpipe.pipeline.faces.config import ExtractConfig
+from dfpipe.pipeline.faces.shots import CutDetector
 from dfpipe.pipeline.faces.threads import chain_end, encoded_rows, prefetch, torch_beside_pipeline
 from dfpipe.pipeline.faces.tracks import TrackedFrame, Tracker, select_tracks
 from dfpipe.pipeline.video.decode import iter_frames
@@ -42,7 +43,8 @@ def _frame_faces_from_source(source_faces: pa.Table | None) -> dict[int, list[di
 
 
 def face_row(
-    video_id: str, frame, track_id: int, score: float, box, landmarks, matrix: np.ndarray, config: ExtractConfig, prior: dict
+    video_id: str, frame, track_id: int, shot_id: int, score: float, box, landmarks, matrix: np.ndarray,
+    config: ExtractConfig, prior: dict,
 ) -> dict[str, Any]:
     crop = warp_crop(frame.image, matrix, config.size)
     return {
@@ -51,6 +53,7 @@ def face_row(
         "frame_index": int(frame.index),
         "timestamp": float(frame.timestamp),
         "track_id": int(track_id),
+        "shot_id": int(shot_id),
         "score": float(score),
         "x1": float(box[0]),
         "y1": float(box[1]),
@@ -75,9 +78,9 @@ def iter_video_faces(
 ) -> Iterator[dict[str, Any]]:
     """Face rows of one video, streamed in frame order (tracks unfiltered).
 
-    `stats` (if given) receives `n_sampled` and `dropped` (faces by reason). `decode_ahead` decodes the next frames in a
-    thread while the detector runs (off on single-threaded Dask workers). Raises
-    DecodeError for bad files.
+    `stats` (if given) receives `n_sampled`, `n_shots` and `dropped` (faces by reason).
+    `decode_ahead` decodes the next frames in a thread while the detector runs (off on
+    single-threaded Dask workers). Raises DecodeError for bad files.
     """
     stats = stats if stats is not None else {}
     rows = _raw_face_rows(path, video_id, config, prior or {}, source_faces, stats, decode_ahead)
@@ -95,6 +98,7 @@ def _raw_face_rows(
 ) -> Iterator[dict[str, Any]]:
     """Face rows with the crop as an array, in frame order."""
     stats["n_sampled"] = 0
+    stats["n_shots"] = 1
     dropped = stats.setdefault("dropped", {"small": 0, "low_score": 0})
     frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
     reuse = _frame_faces_from_source(source_faces)
@@ -102,8 +106,9 @@ def _raw_face_rows(
         for frame in prefetch(frames, config.batch_size) if decode_ahead else frames:
             stats["n_sampled"] += 1
             for r in reuse.get(frame.index, ()):
-                yield face_row(video_id, frame, r["track_id"], r["score"], (r["x1"], r["y1"], r["x2"], r["y2"]),
-                                r["landmarks"], np.asarray(r["matrix"]).reshape(2, 3), config, prior)
+                stats["n_shots"] = max(stats["n_shots"], r["shot_id"] + 1)
+                yield face_row(video_id, frame, r["track_id"], r["shot_id"], r["score"], (r["x1"], r["y1"], r["x2"], r["y2"]),
+                               r["landmarks"], np.asarray(r["matrix"]).reshape(2, 3), config, prior)
         return
 
     try:
@@ -111,16 +116,24 @@ def _raw_face_rows(
     except Exception as exc:
         raise DetectorFailed(exc) from exc
     tracker = Tracker(smooth=config.smooth)
+    cuts = CutDetector(config.cut_threshold)
 
     def finished(tracked: Iterable[TrackedFrame]) -> Iterator[dict[str, Any]]:
         for tf in tracked:
+            stats["n_shots"] = tf.shot + 1
             for face in tf.faces:
                 matrix = crop_matrix(config.crop, face.box, face.landmarks, config.size, config.margin)
-                yield face_row(video_id, tf.payload, face.track_id, face.score, face.box, face.landmarks, matrix, config, prior)
+                yield face_row(video_id, tf.payload, face.track_id, tf.shot, face.score, face.box, face.landmarks,
+                               matrix, config, prior)
 
-    # each frame with its downscaled detector input; decoding ahead, the downscale runs in
-    # the decode thread too, off the detector's path
-    prepared = ((frame, detector.detection_input(frame.image)) for frame in frames)
+    def prepare(frame) -> tuple[Any, np.ndarray, bool]:
+        """A frame with its downscaled detector input and whether a cut precedes it."""
+        small = detector.detection_input(frame.image)
+        return frame, small, cuts.is_cut(small)
+
+    # decoding ahead, the downscale and the cut test run in the decode thread too, off the
+    # detector's path (in frame order: the cut test compares each frame with the one before)
+    prepared = (prepare(frame) for frame in frames)
     if decode_ahead:
         prepared = prefetch(prepared, config.batch_size)
     batch = []
@@ -130,15 +143,15 @@ def _raw_face_rows(
             batch.append(item)
         if batch and (item is None or len(batch) >= config.batch_size):
             try:
-                detections = detector.detect([f.image for f, _ in batch], inputs=[small for _, small in batch])
+                detections = detector.detect([f.image for f, _, _ in batch], inputs=[small for _, small, _ in batch])
             except Exception as exc:
                 raise DetectorFailed(exc) from exc
-            for (fr, _), det in zip(batch, detections):
+            for (fr, _, cut), det in zip(batch, detections):
                 side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
                 keep = side >= config.min_face
                 dropped["small"] += int((~keep).sum())
                 dropped["low_score"] += det.n_weak
-                yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep]))
+                yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep], cut=cut))
             batch = []
     yield from finished(tracker.flush())
 

@@ -5,7 +5,8 @@ A `Tracker` takes the detections of each sampled frame in order and assigns trac
 given in order of first appearance, left to right within a frame, so they are stable
 across runs. Optional smoothing averages boxes and landmarks over +-`smooth` sampled
 frames of the same track; it needs that many future frames, so frames are released with
-that lag (`push` returns the frames that became final).
+that lag (`push` returns the frames that became final). A frame pushed with `cut=True`
+starts a new shot: every track ends there, so none links two shots.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TrackedFace:
 class TrackedFrame:
     position: int  # sampled-frame counter (0, 1, 2, ...)
     payload: object  # the caller's frame object, returned untouched
+    shot: int = 0  # shots counted from 0; a cut starts the next
     faces: list[TrackedFace] = field(default_factory=list)
 
 
@@ -79,18 +81,25 @@ class Tracker:
         self._active: list[_Track] = []
         self._next_id = 0
         self._position = 0
+        self._shot = 0
         self._pending: deque[TrackedFrame] = deque()
         # recent observations per track for smoothing: position -> (box, landmarks)
         self._history: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
 
-    def push(self, payload: object, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray) -> list[TrackedFrame]:
-        """Add one sampled frame's detections; return frames whose faces are now final."""
+    def push(
+        self, payload: object, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, cut: bool = False
+    ) -> list[TrackedFrame]:
+        """Add one sampled frame's detections (`cut`: the frame starts a new shot); return
+        frames whose faces are now final."""
         pos = self._position
         self._position += 1
+        if cut and pos:
+            self._shot += 1
+            self._active = []  # no track continues across the cut
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
         ids = self._assign(boxes, pos)
-        frame = TrackedFrame(pos, payload)
+        frame = TrackedFrame(pos, payload, self._shot)
         for i, tid in sorted(enumerate(ids), key=lambda t: t[1]):
             frame.faces.append(TrackedFace(tid, float(scores[i]), boxes[i], landmarks[i]))
             if self.smooth:

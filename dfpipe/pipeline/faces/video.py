@@ -107,6 +107,7 @@ def _run_video(
     meta = json.loads(job.prior.get("meta") or "{}")
     if job.prior.get("_pair_note"):
         meta["pair"] = job.prior["_pair_note"]
+    meta["shots"] = stats["n_shots"]
     dropped = {k: v for k, v in stats.get("dropped", {}).items() if v}
     if dropped:
         meta["dropped"] = dropped

@@ -351,7 +351,7 @@ def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan
             continue
         crop = warp_crop(frame.image, row["matrix"], crop_size)
         out.append({
-            **{k: row[k] for k in ("track_id", "score", "x1", "y1", "x2", "y2", "landmarks", "matrix", "crop", "size")},
+            **{k: row[k] for k in ("track_id", "shot_id", "score", "x1", "y1", "x2", "y2", "landmarks", "matrix", "crop", "size")},
             "face_id": face_id(vid, frame.index, row["track_id"]),
             "video_id": vid,
             "frame_index": frame.index,
