@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class Entry(NamedTuple):
-    kind: str  # detector (deepfake detectors `train` accepts), face_detector or harmonizer
+    kind: str  # detector (deepfake detectors `train` accepts), face_detector, face_landmarks or harmonizer
     module: str
 
 
@@ -28,6 +28,7 @@ CATALOGUE: dict[str, Entry] = {
     "dovenet": Entry("harmonizer", "dfpipe.models.dovenet"),
     "retinaface_mobilenet0.25": Entry("face_detector", "dfpipe.models.retinaface"),
     "retinaface_resnet50": Entry("face_detector", "dfpipe.models.retinaface"),
+    "facemesh": Entry("face_landmarks", "dfpipe.models.facemesh"),
 }
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}

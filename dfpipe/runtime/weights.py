@@ -47,6 +47,13 @@ REGISTRY: dict[str, WeightsFile] = {
         urls=(),
         note="RetinaFace ResNet-50 (Pytorch_Retinaface); hash not pinned, pass --weights PATH",
     ),
+    "facemesh": WeightsFile(
+        name="face_landmark.tflite",
+        sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+        urls=(),
+        note="MediaPipe Face Mesh, Apache-2.0; inside the PyPI wheel mediapipe==0.10.21 at "
+        "mediapipe/modules/face_landmark/face_landmark.tflite",
+    ),
 }
 
 
