@@ -63,3 +63,32 @@ def _weights_dir():
 @pytest.fixture(scope="session")
 def retinaface_weights(shared_dir) -> Path:
     return _need(shared_dir / "weights" / "retinaface" / "mobilenet0.25_Final.pth")
+
+
+@pytest.fixture(scope="session")
+def detector(retinaface_weights):
+    """RetinaFace mobilenet0.25 with its default settings, built once."""
+    from dfpipe.pipeline.faces.detect import load_detector
+
+    return load_detector()
+
+
+@pytest.fixture(scope="session")
+def photo(faces_dir):
+    """`photo(name)`: a shared photo as RGB uint8 (read once), or `"astronaut"` for
+    scikit-image's public-domain portrait."""
+    from dfpipe.manifests.codec import read_image_file
+
+    cache: dict = {}
+
+    def load(name: str):
+        if name not in cache:
+            if name == "astronaut":
+                import skimage.data
+
+                cache[name] = skimage.data.astronaut()
+            else:
+                cache[name] = read_image_file(str(faces_dir / name))
+        return cache[name]
+
+    return load

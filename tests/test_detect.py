@@ -13,7 +13,6 @@ import skimage.feature
 import torch
 from torchvision.ops import box_iou
 
-from dfpipe.manifests.codec import read_image_file
 from dfpipe.pipeline.faces.detect import (
     DetectError,
     Detections,
@@ -34,23 +33,6 @@ SINGLE = [
     "fr_32bit_rgba.png",
 ]
 COUNTS = {name: 1 for name in SINGLE} | {"fr_two_people.jpg": 2, "fr_kit_with_rose.jpg": 2, "fd1mb_kids_group.jpg": 8}
-
-
-@pytest.fixture(scope="module")
-def detector(retinaface_weights) -> FaceDetector:
-    return load_detector()
-
-
-@pytest.fixture(scope="module")
-def photo(faces_dir):
-    cache: dict[str, np.ndarray] = {}
-
-    def load(name: str) -> np.ndarray:
-        if name not in cache:
-            cache[name] = read_image_file(str(faces_dir / name))
-        return cache[name]
-
-    return load
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import skimage.data
 
-from dfpipe.manifests.codec import read_image_file
-from dfpipe.pipeline.faces.detect import FaceDetector, load_detector
+from dfpipe.pipeline.faces.detect import FaceDetector
 from dfpipe.pipeline.faces.mesh import (
     EYE_RING_IMAGE_LEFT,
     EYE_RING_IMAGE_RIGHT,
@@ -54,27 +52,9 @@ def canonical(canonical_path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def detector(retinaface_weights) -> FaceDetector:
-    return load_detector()
-
-
-@pytest.fixture(scope="module")
 def mesher(shared_dir) -> FaceMesher:
     _need(shared_dir / "weights" / "facemesh" / "face_landmark.tflite")
     return FaceMesher()
-
-
-@pytest.fixture(scope="module")
-def photo(faces_dir):
-    cache: dict[str, np.ndarray] = {}
-
-    def load(name: str) -> np.ndarray:
-        if name not in cache:
-            image = skimage.data.astronaut() if name == "astronaut" else read_image_file(str(faces_dir / name))
-            cache[name] = np.ascontiguousarray(image[..., :3])
-        return cache[name]
-
-    return load
 
 
 def run(detector: FaceDetector, mesher: FaceMesher, image: np.ndarray):
