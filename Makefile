@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SHARED ?= ../shared
-export DFPIPE_WEIGHTS_DIR ?= $(abspath $(SHARED)/weights)
+export DFPIPE_WEIGHTS_DIR ?= $(abspath $(SHARED)/weights):$(abspath $(SHARED)/data/facemesh)
 export HF_HUB_OFFLINE := 1
 
 .PHONY: setup demo test test-fast bench clean

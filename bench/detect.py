@@ -23,7 +23,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
+os.environ.setdefault("DFPIPE_WEIGHTS_DIR", os.pathsep.join([str(SHARED / "weights"), str(SHARED / "data" / "facemesh")]))
 os.environ.setdefault("DFPIPE_OFFLINE", "1")
 
 from dfpipe.pipeline.faces.detect import FaceDetector  # noqa: E402  (after the weights dir is set)

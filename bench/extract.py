@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))
-os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
+os.environ.setdefault("DFPIPE_WEIGHTS_DIR", os.pathsep.join([str(SHARED / "weights"), str(SHARED / "data" / "facemesh")]))
 
 
 def _median_time(fn, repeats: int) -> float:

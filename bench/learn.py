@@ -31,7 +31,7 @@ os.environ.setdefault("DFPIPE_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))
-os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
+os.environ.setdefault("DFPIPE_WEIGHTS_DIR", os.pathsep.join([str(SHARED / "weights"), str(SHARED / "data" / "facemesh")]))
 
 REAL = SHARED / "data" / "videos" / "ffpp_real_004.mp4"
 FAKE = SHARED / "data" / "videos" / "ffpp_fake_NeuralTextures_004_982.mp4"

@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-os.environ.setdefault("DFPIPE_WEIGHTS_DIR", str(SHARED / "weights"))
+os.environ.setdefault("DFPIPE_WEIGHTS_DIR", os.pathsep.join([str(SHARED / "weights"), str(SHARED / "data" / "facemesh")]))
 os.environ.setdefault("DFPIPE_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402

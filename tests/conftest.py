@@ -54,9 +54,10 @@ def fake_video(videos_dir) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _weights_dir():
-    """Point the weights cache at ../shared/weights (never the network)."""
+    """Point the weights cache at ../shared/weights and the canonical face model beside it
+    (never the network)."""
     if "DFPIPE_WEIGHTS_DIR" not in os.environ and (SHARED / "weights").is_dir():
-        os.environ["DFPIPE_WEIGHTS_DIR"] = str(SHARED / "weights")
+        os.environ["DFPIPE_WEIGHTS_DIR"] = os.pathsep.join([str(SHARED / "weights"), str(SHARED / "data" / "facemesh")])
     yield
 
 

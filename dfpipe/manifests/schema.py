@@ -33,6 +33,18 @@ ERROR_CODES = {
     "internal": "an unexpected error in dfpipe (a bug: please report it)",
 }
 
+#: Values of the `mesh` column: 468 Face Mesh points x (x, y, z).
+MESH_POINTS = 468
+MESH_VALUES = 3 * MESH_POINTS
+
+#: Face quality flag columns and what sets them (thresholds are extract options).
+FACE_FLAGS = {
+    "flag_low_mesh_score": "Face Mesh's face-presence score under --flag-mesh-score (occluded, not a face)",
+    "flag_extreme_pose": "|yaw| or |pitch| over --flag-pose degrees (near-profile, looking far up or down)",
+    "flag_tiny": "the box's shorter side under --flag-tiny pixels (upsampled crop)",
+    "flag_blurry": "sharpness under --flag-blur (motion or focus blur, heavy compression)",
+}
+
 _f32 = pa.float32()
 _f64 = pa.float64()
 
@@ -84,9 +96,24 @@ FACES_SCHEMA = pa.schema(
         pa.field("y2", _f32),
         # 5 landmarks (left eye, right eye, nose, left mouth, right mouth) as x0,y0,...,x4,y4
         pa.field("landmarks", pa.list_(_f32, 10)),
+        # MediaPipe Face Mesh: 468 points as x0,y0,z0,x1,... (reshape to 468 x 3); x, y in frame
+        # pixels, z relative depth in the same scale (smaller = nearer the camera); null with
+        # --mesh none. mesh_score is the network's face-presence probability.
+        pa.field("mesh", pa.list_(_f32, MESH_VALUES)),
+        pa.field("mesh_score", _f32),
+        # head pose in degrees from the canonical face fitted to the mesh, 0/0/0 = frontal and
+        # upright facing the camera: yaw > 0 turns to the image's right, pitch > 0 nods up,
+        # roll > 0 tilts clockwise in the image
+        pa.field("yaw", _f32),
+        pa.field("pitch", _f32),
+        pa.field("roll", _f32),
+        # variance of the Laplacian of the face crop at 128 px (grey): low = blurred
+        pa.field("sharpness", _f32),
+        # quality flags (faces are kept; filter with them): see FACE_FLAGS
+        *[pa.field(name, pa.bool_()) for name in FACE_FLAGS],
         # 2x3 affine matrix (row-major) from frame pixels to crop pixels
         pa.field("matrix", pa.list_(_f64, 6)),
-        pa.field("crop", pa.string()),  # "align" or "box"
+        pa.field("crop", pa.string()),  # "align", "mesh" or "box"
         pa.field("size", pa.int32()),
         pa.field("image_format", pa.string()),  # "png" or "jpeg"
         pa.field("image", pa.binary()),
@@ -98,7 +125,7 @@ FACES_SCHEMA = pa.schema(
     metadata={"dfpipe.table": "faces", "dfpipe.schema_version": SCHEMA_VERSION},
 )
 
-#: Columns cheap to read: everything but encoded pixels.
+#: Columns cheap to read: everything but encoded pixels (the mesh is about 5 KiB a face).
 FACES_INDEX_COLUMNS = [f.name for f in FACES_SCHEMA if f.name not in ("image", "mask")]
 
 # ----------------------------------------------------------------------------- quality

@@ -1,7 +1,7 @@
 """The weights cache: every model file is named, pinned by sha256 and found offline.
 
 Lookup order for a file: an explicit path (`--weights PATH`), `$DFPIPE_WEIGHTS_DIR`
-(searched recursively by file name), `$DFPIPE_HOME/weights` (default
+(one or more folders joined by `os.pathsep`, each searched recursively by file name), `$DFPIPE_HOME/weights` (default
 `~/.cache/dfpipe/weights`), then a download from the public URL into the cache unless
 `$DFPIPE_OFFLINE=1`. A file whose sha256 differs from the pinned one is refused.
 """
@@ -50,9 +50,18 @@ REGISTRY: dict[str, WeightsFile] = {
     "facemesh": WeightsFile(
         name="face_landmark.tflite",
         sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
-        urls=(),
+        urls=("https://storage.googleapis.com/mediapipe-assets/face_landmark.tflite",),
         note="MediaPipe Face Mesh, Apache-2.0; inside the PyPI wheel mediapipe==0.10.21 at "
         "mediapipe/modules/face_landmark/face_landmark.tflite",
+    ),
+    "facemesh_canonical": WeightsFile(
+        name="canonical_face_model.obj",
+        sha256="8bac80443397e113f41a8b565ea72c59390bc031d9defab289dba7bc0c54e618",
+        urls=(
+            "https://raw.githubusercontent.com/google-ai-edge/mediapipe/85c0cdc7d70653888903c88df45962b764296342/"
+            "mediapipe/modules/face_geometry/data/canonical_face_model.obj",
+        ),
+        note="MediaPipe's canonical 3D face (468 vertices, triangles), Apache-2.0: head pose and mesh topology",
     ),
 }
 
@@ -83,16 +92,17 @@ def _verified(path: Path, spec: WeightsFile) -> Path:
 
 
 def _search_weights_dir(name: str) -> Path | None:
-    root = os.environ.get("DFPIPE_WEIGHTS_DIR")
-    if not root:
-        return None
-    root_path = Path(root)
-    direct = root_path / name
-    if direct.is_file():
-        return direct
-    for candidate in sorted(root_path.rglob(name)):
-        if candidate.is_file():
-            return candidate
+    """The first file called `name` in the folders of $DFPIPE_WEIGHTS_DIR, in their order."""
+    for root in (os.environ.get("DFPIPE_WEIGHTS_DIR") or "").split(os.pathsep):
+        if not root:
+            continue
+        root_path = Path(root)
+        direct = root_path / name
+        if direct.is_file():
+            return direct
+        for candidate in sorted(root_path.rglob(name)):
+            if candidate.is_file():
+                return candidate
     return None
 
 

@@ -1,7 +1,9 @@
 """Face alignment: the 2x3 matrix from frame pixels to a square crop.
 
-Two crops: `align` (5-point similarity to the ArcFace template, scaled with a margin) and
-`box` (FF++ / DeepfakeBench: 1.3 x the larger box side around its centre, no rotation).
+Three crops: `align` (5-point similarity to the ArcFace template, scaled with a margin),
+`mesh` (the same framing, fitted to the rigid points of the 468-point face mesh instead of
+the 5 points) and `box` (FF++ / DeepfakeBench: 1.3 x the larger box side around its
+centre, no rotation).
 The matrix is stored with every face so masks and fakes are cropped the same way later.
 """
 
@@ -23,7 +25,18 @@ ARCFACE_TEMPLATE_112 = np.array(
     dtype=np.float64,
 )
 
-CROPS = ("align", "box")
+CROPS = ("align", "mesh", "box")
+
+#: Face Mesh points on the rigid part of the face (eye corners, nose bridge and tip,
+#: forehead, cheekbones, temples): they move with the head but not with speech or
+#: expression, so a fit to them follows the head and ignores the jaw and mouth.
+RIGID_MESH_POINTS = (
+    33, 133, 362, 263,  # eye corners
+    168, 6, 197, 195, 5, 4, 1,  # nose bridge to tip
+    10, 151, 9, 108, 337,  # forehead
+    116, 345, 123, 352, 117, 346,  # cheekbones
+    127, 356, 234, 454,  # temples
+)
 
 
 def template_points(size: int, margin: float = 0.4) -> np.ndarray:
@@ -43,6 +56,29 @@ def align_matrix(landmarks: np.ndarray, size: int, margin: float = 0.4) -> np.nd
     return np.asarray(tform.params[:2], dtype=np.float64)
 
 
+def mesh_template(canonical: np.ndarray, size: int, margin: float = 0.4) -> np.ndarray:
+    """Where the rigid mesh points sit in a `size` crop: the canonical face seen frontally,
+    placed by the similarity that best puts its eye centres, nose tip and mouth corners on
+    `template_points`, so `mesh` crops frame the face as `align` crops do."""
+    v = np.asarray(canonical, dtype=np.float64).reshape(-1, 3)
+    front = np.stack([v[:, 0], -v[:, 1]], axis=1)  # canonical y is up; crops are y down
+    five = np.stack([
+        front[[33, 133]].mean(0), front[[362, 263]].mean(0), front[1], front[61], front[291],
+    ])
+    tform = SimilarityTransform.from_estimate(five, template_points(size, margin))
+    return tform(front[list(RIGID_MESH_POINTS)])
+
+
+def mesh_matrix(mesh: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Least-squares similarity from the mesh's rigid points (x, y of a 468 x 3 mesh in
+    frame pixels) to `template` (from `mesh_template`)."""
+    src = np.asarray(mesh, dtype=np.float64).reshape(-1, 3)[list(RIGID_MESH_POINTS), :2]
+    tform = SimilarityTransform.from_estimate(src, np.asarray(template, dtype=np.float64))
+    if not tform:
+        raise ValueError("degenerate mesh: no similarity transform")
+    return np.asarray(tform.params[:2], dtype=np.float64)
+
+
 def box_matrix(box: np.ndarray, size: int, scale: float = 1.3) -> np.ndarray:
     """FF++ crop: a square of `scale` x max(w, h) around the box centre, resized to `size`."""
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -52,8 +88,15 @@ def box_matrix(box: np.ndarray, size: int, scale: float = 1.3) -> np.ndarray:
     return np.array([[s, 0.0, size / 2.0 - s * cx], [0.0, s, size / 2.0 - s * cy]], dtype=np.float64)
 
 
-def crop_matrix(crop: str, box: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.4) -> np.ndarray:
-    if crop == "align":
+def crop_matrix(
+    crop: str, box: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.4,
+    mesh: np.ndarray | None = None, template: np.ndarray | None = None,
+) -> np.ndarray:
+    """The crop's matrix; `mesh` crops need the face's `mesh` and the `mesh_template` and
+    fall back to `align` for a face without a mesh."""
+    if crop == "mesh" and mesh is not None and template is not None:
+        return mesh_matrix(mesh, template)
+    if crop in ("align", "mesh"):
         return align_matrix(landmarks, size, margin)
     if crop == "box":
         return box_matrix(box, size)

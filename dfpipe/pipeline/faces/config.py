@@ -10,6 +10,8 @@ from dfpipe.pipeline.faces.align import CROPS
 from dfpipe.pipeline.video.decode import Sampling
 
 KEEP_MODES = ("all", "largest", "main")
+#: `--mesh`: the face landmark model run on every kept face, or none (5 points only)
+MESH_MODELS = ("facemesh", "none")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class ExtractConfig:
     min_track_len: int = 1
     smooth: int = 0
     cut_threshold: float = 0.6  # colour-histogram distance that starts a new shot (faces/shots.py); 0 = off
+    mesh: str = "facemesh"  # 468-point Face Mesh and head pose per face; "none" = 5 points only
+    flag_mesh_score: float = 0.5  # flag_low_mesh_score under this Face Mesh presence score
+    flag_pose: float = 60.0  # flag_extreme_pose when |yaw| or |pitch| exceeds this (degrees)
+    flag_tiny: int = 64  # flag_tiny when the box's shorter side is under this (pixels)
+    flag_blur: float = 40.0  # flag_blurry when sharpness (Laplacian variance at 128 px) is under this
     image_format: str = "png"
     jpeg_quality: int = 95
     batch_size: int = 8
@@ -51,6 +58,16 @@ class ExtractConfig:
 
         if self.detector not in DETECTOR_MODELS:
             raise ValueError(f"--detector must be one of {', '.join(DETECTOR_MODELS)}, got {self.detector!r}")
+        if self.mesh not in MESH_MODELS:
+            raise ValueError(f"--mesh must be one of {', '.join(MESH_MODELS)}, got {self.mesh!r}")
+        if self.crop == "mesh" and self.mesh == "none":
+            raise ValueError("--crop mesh needs the face mesh: drop --mesh none or use --crop align")
+        if not 0 <= self.flag_mesh_score <= 1:
+            raise ValueError(f"--flag-mesh-score must be in 0..1, got {self.flag_mesh_score}")
+        if not 0 < self.flag_pose <= 180:
+            raise ValueError(f"--flag-pose must be in (0, 180] degrees, got {self.flag_pose}")
+        if self.flag_tiny < 0 or self.flag_blur < 0:
+            raise ValueError("--flag-tiny and --flag-blur must be >= 0")
         if self.keep not in KEEP_MODES:
             raise ValueError(f"--keep must be one of {', '.join(KEEP_MODES)}, got {self.keep!r}")
         if self.image_format not in IMAGE_FORMATS:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -118,21 +119,45 @@ class FaceMesher:
         ]
         return np.stack(crops), mats
 
-    @torch.inference_mode()
     def mesh(self, frame_rgb: np.ndarray, boxes: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 468, 3) float32 points in frame pixels and (N,) float32 face-presence scores
         for the N faces given by `boxes` (N x 4) and `landmarks5` (N x 5 x 2) of one uint8
         RGB frame (H x W x 3; a 4th, alpha channel is dropped)."""
-        crops, mats = self.crops(frame_rgb, boxes, landmarks5)
-        if len(crops) == 0:
-            return np.zeros((0, NUM_POINTS, 3), np.float32), np.zeros((0,), np.float32)
-        points, scores = self.model(self.model.preprocess(crops))
+        ((points, scores),) = self.mesh_frames([frame_rgb], [boxes], [landmarks5])
+        return points, scores
+
+    @torch.inference_mode()
+    def mesh_frames(
+        self, frames_rgb: Sequence[np.ndarray], boxes: Sequence[np.ndarray], landmarks5: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`mesh` for several frames with one forward over all their faces (a detector
+        batch's frames): per frame, its faces' points and scores."""
+        per_frame = [self.crops(f, b, l) for f, b, l in zip(frames_rgb, boxes, landmarks5)]
+        crops = [c for c, _ in per_frame if len(c)]
+        if not crops:
+            return [(np.zeros((0, NUM_POINTS, 3), np.float32), np.zeros((0,), np.float32)) for _ in per_frame]
+        points, scores = self.model(self.model.preprocess(np.concatenate(crops)))
         points = points.float().cpu().numpy()
-        frame_points = np.stack([points_to_frame(p, m) for p, m in zip(points, mats)])
-        return frame_points.astype(np.float32), scores.float().cpu().numpy().astype(np.float32)
+        scores = scores.float().cpu().numpy().astype(np.float32)
+        out, start = [], 0
+        for _, mats in per_frame:
+            n = len(mats)
+            pts = [points_to_frame(p, m) for p, m in zip(points[start:start + n], mats)]
+            out.append((np.stack(pts) if n else np.zeros((0, NUM_POINTS, 3), np.float32), scores[start:start + n]))
+            start += n
+        return out
 
 
 # --------------------------------------------------------------------------- canonical face and pose
+
+
+@lru_cache(maxsize=1)
+def canonical_face() -> tuple[np.ndarray, np.ndarray]:
+    """The canonical face model through the weights cache (`facemesh_canonical`:
+    $DFPIPE_WEIGHTS_DIR, the cache, or its pinned public URL), read once per process."""
+    from dfpipe.runtime.weights import resolve_weights
+
+    return load_canonical_model(resolve_weights("facemesh_canonical"))
 
 
 def load_canonical_model(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

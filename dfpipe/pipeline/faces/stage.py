@@ -5,8 +5,8 @@ directory); a second path with the same content is an item too, whose row says
 `duplicate`. `faces/video.py` does one video; the stage runner (`runtime/stage.py`)
 skips finished videos, refuses other parameters, maps the videos over Dask and turns
 failures into error rows. Fakes with a source in the dataset run after it and reuse its
-crops' geometry. Every process loads the detector before its first video, so weights or
-a device it cannot use stop the run before anything is written.
+crops' geometry. Every process loads the detector (and Face Mesh) before its first video,
+so weights or a device it cannot use stop the run before anything is written.
 """
 
 from __future__ import annotations
@@ -39,14 +39,17 @@ class ExtractStage(Stage[VideoJob]):
         return self.config.output_params()
 
     def weights(self) -> dict[str, str]:
-        """The detector weights file's sha256, found (or fetched) here: a missing file or one
-        that fails its pinned hash stops the run before any work. Needs no torch, so the
-        client of a cluster never imports it."""
-        if self.config.detector == "mtcnn":
-            return {}
+        """The sha256 of the detector's weights and, with the mesh on, Face Mesh's and the
+        canonical face's, found (or fetched) here: a missing file or one that fails its pinned
+        hash stops the run before any work. Needs no torch, so the client of a cluster never
+        imports it."""
         from dfpipe.runtime.weights import weights_record
 
-        return weights_record(f"retinaface_{self.config.detector}", self.config.weights)
+        record = {} if self.config.detector == "mtcnn" else weights_record(f"retinaface_{self.config.detector}",
+                                                                          self.config.weights)
+        if self.config.mesh != "none":
+            record |= weights_record("facemesh") | weights_record("facemesh_canonical")
+        return record
 
     def items(self) -> list[VideoJob]:
         return largest_first(self.jobs)
@@ -67,13 +70,15 @@ class ExtractStage(Stage[VideoJob]):
     def setup_worker(self, on_worker: bool) -> None:
         """Build this process's detector (cached for its videos); on a worker, with the one
         thread per process its videos will run with."""
-        from dfpipe.pipeline.faces.rows import detector_for
+        from dfpipe.pipeline.faces.rows import detector_for, mesher_for
 
         if on_worker:
             from dfpipe.runtime.parallel import set_worker_threads
 
             set_worker_threads(1)
         detector_for(self.config)
+        if self.config.mesh != "none":
+            mesher_for(self.config)
 
     def process(self, item: VideoJob, on_worker: bool) -> None:
         if item.duplicate_of is not None:

@@ -3,8 +3,8 @@
 A `Tracker` takes the detections of each sampled frame in order and assigns track ids
 (Hungarian assignment on IoU, falling back to centre distance for fast motion). Ids are
 given in order of first appearance, left to right within a frame, so they are stable
-across runs. Optional smoothing averages boxes and landmarks over +-`smooth` sampled
-frames of the same track; it needs that many future frames, so frames are released with
+across runs. Optional smoothing averages boxes, landmarks and face meshes over +-`smooth`
+sampled frames of the same track; it needs that many future frames, so frames are released with
 that lag (`push` returns the frames that became final). A frame pushed with `cut=True`
 starts a new shot: every track ends there, so none links two shots.
 """
@@ -24,6 +24,8 @@ class TrackedFace:
     score: float
     box: np.ndarray  # 4, x1 y1 x2 y2
     landmarks: np.ndarray  # 5 x 2
+    mesh: np.ndarray | None = None  # 468 x 3 Face Mesh points, when a mesh was computed
+    mesh_score: float | None = None
 
 
 @dataclass
@@ -83,14 +85,16 @@ class Tracker:
         self._position = 0
         self._shot = 0
         self._pending: deque[TrackedFrame] = deque()
-        # recent observations per track for smoothing: position -> (box, landmarks)
-        self._history: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        # recent observations per track for smoothing: position -> (box, landmarks, mesh)
+        self._history: dict[int, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]]] = {}
 
     def push(
-        self, payload: object, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, cut: bool = False
+        self, payload: object, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, cut: bool = False,
+        meshes: np.ndarray | None = None, mesh_scores: np.ndarray | None = None,
     ) -> list[TrackedFrame]:
-        """Add one sampled frame's detections (`cut`: the frame starts a new shot); return
-        frames whose faces are now final."""
+        """Add one sampled frame's detections (`cut`: the frame starts a new shot; `meshes`,
+        N x 468 x 3, and `mesh_scores` ride along with the boxes); return frames whose faces
+        are now final."""
         pos = self._position
         self._position += 1
         if cut and pos:
@@ -101,9 +105,11 @@ class Tracker:
         ids = self._assign(boxes, pos)
         frame = TrackedFrame(pos, payload, self._shot)
         for i, tid in sorted(enumerate(ids), key=lambda t: t[1]):
-            frame.faces.append(TrackedFace(tid, float(scores[i]), boxes[i], landmarks[i]))
+            mesh = None if meshes is None else np.asarray(meshes[i], dtype=np.float32)
+            score = None if mesh_scores is None else float(mesh_scores[i])
+            frame.faces.append(TrackedFace(tid, float(scores[i]), boxes[i], landmarks[i], mesh, score))
             if self.smooth:
-                self._history.setdefault(tid, {})[pos] = (boxes[i], landmarks[i])
+                self._history.setdefault(tid, {})[pos] = (boxes[i], landmarks[i], mesh)
         self._pending.append(frame)
         return self._release(final=False)
 
@@ -152,6 +158,8 @@ class Tracker:
             weights /= weights.sum()
             face.box = sum(w * hist[p][0] for w, p in zip(weights, window))
             face.landmarks = sum(w * hist[p][1] for w, p in zip(weights, window))
+            if face.mesh is not None and all(hist[p][2] is not None for p in window):
+                face.mesh = sum(w * hist[p][2] for w, p in zip(weights, window)).astype(np.float32)
             for p in [p for p in hist if p < frame.position - k]:
                 del hist[p]
 
