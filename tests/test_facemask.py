@@ -1,4 +1,5 @@
-"""Landmark hull masks and their deformations, on real faces."""
+"""Landmark hull masks (the fallback for faces without a mesh) and their deformations, on
+real faces; mesh masks are in test_mesh_masks.py."""
 
 from __future__ import annotations
 
@@ -81,3 +82,26 @@ def test_degenerate_landmarks_are_a_clear_error():
         fm.landmark_hull_mask(np.zeros((5, 2)), (100, 100))
     with pytest.raises(ValueError, match="region"):
         fm.landmark_hull_mask(face("astronaut")[1], (512, 512), "chin")
+
+
+def test_mesh_masks_take_only_a_whole_finite_mesh():
+    from dfpipe.pipeline.faces.topology import frontal_points
+
+    pts = frontal_points() * 20 + 200  # the canonical face, frontal, in a 400 px image
+    for region in fm.REGIONS:
+        mask = fm.mesh_hull_mask(pts, (400, 400, 3), region)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
+    # on the frontal canonical face the mean-face fallback (jaw and brows) lies inside the
+    # mesh's outline, which adds the forehead above the brows
+    five = np.stack([pts[[33, 133]].mean(0), pts[[362, 263]].mean(0), pts[1], pts[61], pts[291]])
+    mesh, old = fm.mesh_hull_mask(pts, (400, 400)) > 0, fm.landmark_hull_mask(five, (400, 400)) > 0
+    assert (old & ~mesh).sum() < 0.02 * old.sum()
+    assert np.nonzero(mesh)[0].min() < np.nonzero(old)[0].min() - 0.1 * 400
+    with pytest.raises(ValueError, match="region"):
+        fm.mesh_hull_mask(pts, (400, 400), "chin")
+    with pytest.raises(ValueError, match="468"):
+        fm.mesh_hull_mask(pts[:-1], (400, 400))
+    bad = pts.copy()
+    bad[5] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        fm.mesh_hull_mask(bad, (400, 400))

@@ -44,6 +44,13 @@ def print_info(d: DatasetInfo) -> None:
         fp = d.faces_per_video
         table.add_row("faces per ok video", f"min {fp['min']:.0f}, median {fp['median']:.0f}, mean {fp['mean']:.1f}, max {fp['max']:.0f}")
     table.add_row("ok videos without faces", str(d.n_no_face))
+    if d.n_faces:
+        table.add_row("faces with a mesh", str(d.n_mesh))
+    if d.by_yaw:
+        table.add_row("  by |yaw| (degrees)", ", ".join(f"{k}: {v}" for k, v in d.by_yaw.items()))
+    if d.n_faces:
+        flags = ", ".join(f"{k.removeprefix('flag_')}: {v}" for k, v in d.flagged.items())
+        table.add_row("faces flagged", f"{d.n_flagged} ({flags})")
     table.add_row("camera shots", f"{d.n_shots} ({d.n_cut_videos} video(s) with cuts)")
     if d.dropped:
         table.add_row("faces dropped", ", ".join(f"{k}: {v}" for k, v in sorted(d.dropped.items())))

@@ -26,8 +26,8 @@ def masks(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Fill the mask column of every extracted fake: from the difference with its real pair
-    (aligned crops), from the dataset's mask videos when it ships them (FF++), else from the
-    face landmarks. Each fake gets a row in DS/masks/ (its counts, or why it failed).
+    (aligned crops, kept inside the face mesh's region and hole-filled), from the dataset's mask
+    videos when it ships them (FF++), else from the face mesh (or the 5 landmarks without one). Each fake gets a row in DS/masks/ (its counts, or why it failed).
 
     Re-running the same command resumes: fakes already masked are skipped. Exit status 0
     when every fake has masks, 1 when some failed (their rows say why), 2 on bad arguments.

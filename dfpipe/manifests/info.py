@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from dfpipe.manifests.parts import list_parts, read_table
-from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.manifests.schema import FACE_FLAGS, FACES_SCHEMA, VIDEOS_SCHEMA
+
+#: `dfpipe info`'s pose bins: edges of |yaw| in degrees (frontal, turned, profile)
+YAW_BINS = (15.0, 30.0, 45.0, 60.0)
 from dfpipe.runtime.runinfo import read_run
 
 
@@ -31,6 +34,10 @@ class DatasetInfo:
     dropped: dict[str, int] = field(default_factory=dict)  # faces extract left out, by reason
     n_shots: int = 0  # camera shots over the ok videos
     n_cut_videos: int = 0  # ok videos with more than one shot
+    n_mesh: int = 0  # faces with a face mesh
+    by_yaw: dict[str, int] = field(default_factory=dict)  # faces by |yaw| bin ("0-15", ..., "60+")
+    flagged: dict[str, int] = field(default_factory=dict)  # faces per quality flag (FACE_FLAGS)
+    n_flagged: int = 0  # faces with at least one flag
     stages: list[str] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)  # table -> part files
 
@@ -60,9 +67,10 @@ def info(dataset: str | Path) -> DatasetInfo:
             d.n_shots += meta.get("shots", 1)
             d.n_cut_videos += meta.get("shots", 1) > 1
     d.dropped = dict(dropped)
-    faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id", "mask_source"])
+    faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id", "mask_source", "mesh_score", "yaw", *FACE_FLAGS])
     d.n_faces = faces.num_rows
     d.n_masks = faces.num_rows - faces["mask_source"].null_count if faces.num_rows else 0
+    _count_geometry(d, faces)
     ok = [v for v in videos if v["status"] == "ok"]
     counts = Counter(faces["video_id"].to_pylist()) if faces.num_rows else Counter()
     per = np.array([counts.get(v["video_id"], 0) for v in ok], dtype=float)
@@ -70,3 +78,26 @@ def info(dataset: str | Path) -> DatasetInfo:
     if len(per):
         d.faces_per_video = {"min": per.min(), "median": float(np.median(per)), "mean": per.mean(), "max": per.max()}
     return d
+
+
+def yaw_bin(yaw: float) -> str:
+    """The `dfpipe info` bin of a yaw angle: "0-15", "15-30", ..., "60+" (by |yaw|)."""
+    edges = (0.0, *YAW_BINS)
+    for lo, hi in zip(edges, edges[1:]):
+        if abs(yaw) < hi:
+            return f"{lo:.0f}-{hi:.0f}"
+    return f"{edges[-1]:.0f}+"
+
+
+def _count_geometry(d: DatasetInfo, faces) -> None:
+    """Faces with a mesh, by |yaw| bin, and per quality flag."""
+    d.n_mesh = faces.num_rows - faces["mesh_score"].null_count if faces.num_rows else 0
+    yaws = [y for y in faces["yaw"].to_pylist() if y is not None] if faces.num_rows else []
+    order = [yaw_bin(hi - 1) for hi in YAW_BINS] + [yaw_bin(YAW_BINS[-1])]
+    counts = Counter(yaw_bin(y) for y in yaws)
+    d.by_yaw = {b: counts[b] for b in order if counts[b]}
+    if not faces.num_rows:
+        return
+    flags = np.stack([np.asarray(faces[f].fill_null(False).to_pylist(), dtype=bool) for f in FACE_FLAGS])
+    d.flagged = {f: int(n) for f, n in zip(FACE_FLAGS, flags.sum(axis=1))}
+    d.n_flagged = int(flags.any(axis=0).sum())

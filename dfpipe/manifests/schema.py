@@ -118,7 +118,7 @@ FACES_SCHEMA = pa.schema(
         pa.field("image_format", pa.string()),  # "png" or "jpeg"
         pa.field("image", pa.binary()),
         pa.field("mask", pa.binary()),  # 8-bit PNG, 255 = manipulated; null when unknown
-        pa.field("mask_source", pa.string()),  # "pair", "shipped", "landmarks", "synth"
+        pa.field("mask_source", pa.string()),  # "pair", "shipped", "mesh", "landmarks", "synth"
         pa.field("label", pa.string()),
         pa.field("split", pa.string()),
     ],
@@ -193,6 +193,7 @@ MASKS_SCHEMA = pa.schema(
         pa.field("n_shipped", pa.int64()),
         pa.field("n_pair", pa.int64()),
         pa.field("n_landmarks", pa.int64()),
+        pa.field("n_mesh", pa.int64()),
         pa.field("note", pa.string()),  # e.g. a mask video that could not be read (fallback used)
     ],
     metadata={"dfpipe.table": MASKS_TABLE, "dfpipe.schema_version": SCHEMA_VERSION},

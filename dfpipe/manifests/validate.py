@@ -10,11 +10,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfpipe.manifests.parts import list_parts
-from dfpipe.manifests.schema import ERROR_CODES, LABELS, SPLITS, TABLES, VIDEO_STATUS
+from dfpipe.manifests.schema import ERROR_CODES, LABELS, MESH_POINTS, SPLITS, TABLES, VIDEO_STATUS
 
 
 @dataclass
@@ -129,9 +130,36 @@ def validate(dataset: str | Path, deep: bool = False) -> Report:
         bad = sum(1 for x in f[name] if x is not None and len(x) != n)
         if bad:
             report.errors.append(f"faces: {bad} row(s) with a {name} list not of length {n}")
+    _check_geometry(faces, report)
     if deep:
         _check_images(f, report)
     return report
+
+
+def _check_geometry(faces: pa.Table, report: Report) -> None:
+    """Face meshes finite and on their face (centre inside the box), scores and angles in range."""
+    mesh = faces["mesh"].combine_chunks()
+    has = np.asarray(mesh.is_valid())
+    if has.any():
+        pts = np.asarray(mesh.filter(mesh.is_valid()).flatten(), dtype=np.float32).reshape(-1, MESH_POINTS, 3)
+        bad = int((~np.isfinite(pts).all(axis=(1, 2))).sum())
+        if bad:
+            report.errors.append(f"faces: {bad} mesh(es) with non-finite values")
+        box = np.stack([np.asarray(faces[c].filter(mesh.is_valid()), dtype=np.float64) for c in ("x1", "y1", "x2", "y2")], 1)
+        centre = np.nanmean(pts[..., :2], axis=1)
+        off = ((centre < box[:, :2]) | (centre > box[:, 2:])).any(axis=1)
+        if off.any():
+            report.errors.append(f"faces: {int(off.sum())} mesh(es) centred outside their face box (mesh of another face?)")
+    score = np.asarray(faces["mesh_score"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    if np.nansum((score < 0) | (score > 1)):
+        report.errors.append("faces: mesh_score outside 0..1")
+    for name in ("yaw", "pitch", "roll"):
+        angle = np.asarray(faces[name].to_numpy(zero_copy_only=False), dtype=np.float64)
+        if np.nansum(np.abs(angle) > 180):
+            report.errors.append(f"faces: {name} outside -180..180 degrees")
+    missing_pose = int((has & np.isnan(np.asarray(faces["yaw"].to_numpy(zero_copy_only=False), dtype=np.float64))).sum())
+    if missing_pose:
+        report.warnings.append(f"faces: {missing_pose} face(s) with a mesh but no head pose (the pose fit failed)")
 
 
 def _check_stage_tables(root: Path, video_ids: set[str], report: Report) -> None:

@@ -1,4 +1,4 @@
-"""Manipulation masks: `facemask` (regions of a face from its landmarks, with SBI / Face
+"""Manipulation masks: `facemask` (regions of a face from its mesh or landmarks, with SBI / Face
 X-ray deformations), `pairmask` (the difference of a fake crop from its real pair),
 `video` (one fake's faces part), `stage` (`masks(DS)`: the `dfpipe masks` stage)."""
 

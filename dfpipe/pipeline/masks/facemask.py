@@ -1,12 +1,16 @@
-"""Face masks from 5 landmarks, and the random deformations that give them variety.
+"""Face masks from the face mesh (or 5 landmarks), and the deformations that give them variety.
 
-RetinaFace gives only 5 points, but blending masks want the face outline. A bundled mean
-68-point face (OpenFace's dlib template, `dfpipe/data/mean_face_68.json`) is fitted to the
-5 points with a similarity and its hull is drawn, as Face X-ray does with 68 real points.
+With a face's 468 Face Mesh points, `mesh_hull_mask` draws a region (`full`,
+`no_forehead`, `inner`; see `dfpipe.pipeline.faces.topology`) as the union of the
+region's triangles of the canonical triangulation placed on the points: the real outline,
+which follows a profile, an open mouth, a tilted head. Rows without a mesh (`--mesh none`,
+older datasets) fall back to RetinaFace's 5 points: a bundled mean 68-point face (OpenFace's
+dlib template, `dfpipe/data/mean_face_68.json`) is fitted to them with a similarity and its
+hull is drawn (`landmark_hull_mask`), as Face X-ray does with 68 real points.
 
 Masks for one video track are drawn once in a canonical square (`canonical_mask`),
 deformed once, and mapped to every frame (`canonical_to_frame`), so a fake's boundary does
-not flicker from frame to frame. Frame-space masks (`landmark_hull_mask`) serve single
+not flicker from frame to frame. Frame-space masks (`mesh_hull_mask`, `landmark_hull_mask`) serve single
 images (self-blend training data, pair masks).
 """
 
@@ -89,6 +93,40 @@ def _fill(polygon: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def landmark_hull_mask(landmarks5: np.ndarray, shape: tuple[int, ...], region: str = "full") -> np.ndarray:
     """uint8 mask (255 inside) of the face hull in an image of `shape` (H, W[, C])."""
     return _fill(_hull_polygon(fit_mean_face(landmarks5), region), shape)
+
+
+def mesh_hull_mask(mesh_xy: np.ndarray, shape: tuple[int, ...], region: str = "full") -> np.ndarray:
+    """uint8 mask (255 inside) of a mesh region in an image of `shape` (H, W[, C]).
+
+    `mesh_xy`: (468, 2) (or (468, 3), z ignored) mesh points in that image's pixels.
+    `full` is the union of all canonical triangles placed on the points: the projected
+    face surface, so a profile's far half, folded behind the near half, adds nothing
+    outside the silhouette and a turned chin is not bridged as a convex hull would. The
+    other regions are their triangles plus their polygon (`topology.region_polygon`, for a
+    smooth edge instead of the triangles' staircase), cut to `full`."""
+    from dfpipe.pipeline.faces.topology import check_points, region_polygon, region_triangles
+
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    pts = check_points(mesh_xy)
+    if not np.isfinite(pts).all():
+        raise ValueError("mesh points must be finite")
+    fixed = np.rint(pts * 16).astype(np.int32)  # 4 fractional bits, as _fill
+    face = _fill_triangles(fixed[region_triangles("full")], shape)
+    if region == "full":
+        return face
+    mask = _fill_triangles(fixed[region_triangles(region)], shape)
+    cv2.fillPoly(mask, [fixed[list(region_polygon(region))]], 255, lineType=cv2.LINE_8, shift=4)
+    return np.minimum(mask, face)
+
+
+def _fill_triangles(triangles: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Union of (K, 3, 2) fixed-point (shift 4) triangles; one fill each, since fillPoly
+    on overlapping polygons can cancel where they overlap."""
+    mask = np.zeros(shape[:2], dtype=np.uint8)
+    for tri in triangles:
+        cv2.fillConvexPoly(mask, tri, 255, lineType=cv2.LINE_8, shift=4)
+    return mask
 
 
 def canonical_points5(size: int = REFERENCE_FACE) -> np.ndarray:

@@ -19,7 +19,7 @@ from dfpipe.pipeline.masks.video import mask_video
 from dfpipe.runtime.stage import ItemError, Outcome, Stage, StageSummary, run_stage
 
 #: mask sources and their count columns in `masks/`
-_SOURCE_COLUMNS = {"shipped": "n_shipped", "pair": "n_pair", "landmarks": "n_landmarks"}
+_SOURCE_COLUMNS = {"shipped": "n_shipped", "pair": "n_pair", "landmarks": "n_landmarks", "mesh": "n_mesh"}
 
 
 @dataclass

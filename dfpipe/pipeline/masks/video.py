@@ -2,8 +2,11 @@
 
 Order of preference per face: the dataset's own mask video (`meta.mask_path`, FF++), the
 difference with the real pair's crop of the same frame and track (extract gave the fake its
-source's matrices, so the crops line up), and the landmark hull of a mean face. The faces
-part is rewritten atomically; a part whose faces all have masks already is left as it is.
+source's matrices, so the crops line up; bounded by the face region below), and the face
+region itself: the face mesh's outline (`mesh`), or for a row without a mesh (`--mesh
+none`, older parts without the column) the hull of a mean face fitted to the 5 landmarks
+(`landmarks`). The faces part is rewritten atomically; a part whose faces all have masks
+already is left as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pyarrow.parquet as pq
 from dfpipe.manifests.codec import decode_image, encode_mask
 from dfpipe.manifests.parts import part_path, write_part_atomic
 from dfpipe.manifests.schema import FACES_SCHEMA
-from dfpipe.pipeline.masks.pairmask import PairMaskConfig, landmark_mask, pair_mask, shipped_mask
+from dfpipe.pipeline.masks.pairmask import PairMaskConfig, face_region_mask, mesh_pair_mask, pair_mask, shipped_mask
 from dfpipe.runtime.stage import ItemError
 
 
@@ -91,12 +94,18 @@ def mask_video(root: str | Path, video: dict[str, Any], config: PairMaskConfig) 
         if shipped is not None and row["frame_index"] in shipped:
             mask, how = shipped_mask(shipped[row["frame_index"]], row["matrix"], size), "shipped"
         elif partner is not None and np.allclose(partner["matrix"], row["matrix"], atol=1e-6) and partner["size"] == size:
-            face = None
-            if config.within_face is not None and row["landmarks"] is not None:
-                face = landmark_mask(row["landmarks"], row["matrix"], size, "full")
-            mask, how = pair_mask(decode_image(partner["image"]), decode_image(row["image"]), config, face), "pair"
+            real, fake = decode_image(partner["image"]), decode_image(row["image"])
+            found = face_region_mask(row.get("mesh"), row["landmarks"], row["matrix"], size, "full")
+            if found is not None and found[1] == "mesh":
+                mask = mesh_pair_mask(real, fake, found[0], config)
+            else:
+                mask = pair_mask(real, fake, config, None if found is None else found[0])
+            how = "pair"
         else:  # no source, or the fake fell back to its own detections: geometry differs
-            mask, how = landmark_mask(row["landmarks"], row["matrix"], size, config.landmark_region), "landmarks"
+            found = face_region_mask(row.get("mesh"), row["landmarks"], row["matrix"], size, config.landmark_region)
+            if found is None:
+                raise ItemError("bad_input", f"{vid} face {row.get('face_id')} has neither a mesh nor landmarks")
+            mask, how = found
         row["mask"] = encode_mask(mask)
         row["mask_source"] = how
         sources[how] += 1
