@@ -1,12 +1,15 @@
 """Extract benchmark: (a) decode, (b) detector, (c) full extract on 720p and 1080p;
 (d) 2 workers vs 1 on several videos, (w) the same as whole commands, (i) an idle
-cluster's housekeeping CPU; (e) peak memory per worker vs video length; (p) PNG strategies.
+cluster's housekeeping CPU; (e) peak memory per worker vs video length; (p) PNG strategies;
+(m) full extract with the face mesh against --mesh none, and the crop jitter of the
+`align` and `mesh` crops along tracks.
 
     .venv/bin/python bench/extract.py [--repeats 3] [--skip-long]
 
 Prints a table per part; figures go to docs/benchmarks.md. Targets (issue 2):
 (c) <= 1.3 x (a + b); (d) speed-up >= 1.7; (e) flat in video length, < 2 GiB for a
-10-minute 1080p video. Everything is measured in this one run, median of --repeats.
+10-minute 1080p video; (m, issue 12) the mesh adds <= 25 %. Everything is measured in this
+one run, median of --repeats.
 """
 
 from __future__ import annotations
@@ -266,13 +269,84 @@ def part_p(videos: dict[str, Path], every: int) -> list[dict]:
     return rows
 
 
+def part_m(videos: dict[str, Path], every: int, repeats: int) -> list[dict]:
+    """Full extract with the mesh (default) and with --mesh none, in back-to-back rounds;
+    the added cost is the median of the rounds' ratios."""
+    import torch
+
+    from dfpipe.manifests.ids import video_content_id
+    from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video
+
+    torch.set_num_threads(2)
+    rows = []
+    for name in ("720p", "1080p"):
+        path = videos[name]
+
+        def full(mesh: str) -> float:
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                extract_video(VideoJob(path, video_content_id(path)), ExtractConfig(every=every, mesh=mesh), out)
+                return time.perf_counter() - t0
+
+        full("facemesh"), full("none")  # warm-up
+        rounds = [(full("facemesh"), full("none")) for _ in range(repeats)]
+        ratios = [m / n for m, n in rounds]
+        rows.append({"video": name, "mesh_s": statistics.median(m for m, _ in rounds),
+                     "none_s": statistics.median(n for _, n in rounds), "ratio": statistics.median(ratios),
+                     "round_ratios": ratios})
+    return rows
+
+
+def crop_jitter(path: Path, every: int, crop: str, smooth: int = 0) -> dict:
+    """Mean frame-to-frame displacement (crop pixels) of the aligned mesh along tracks,
+    over all 468 points and over the rigid ones, for one crop mode."""
+    import cv2
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from dfpipe.manifests.ids import video_content_id
+    from dfpipe.pipeline.faces import ExtractConfig, VideoJob, extract_video
+    from dfpipe.pipeline.faces.align import RIGID_MESH_POINTS
+
+    from dfpipe.manifests.codec import decode_image
+
+    with tempfile.TemporaryDirectory() as out:
+        extract_video(VideoJob(path, video_content_id(path)), ExtractConfig(every=every, crop=crop, smooth=smooth), out)
+        table = pq.read_table(next(Path(out, "faces").glob("*.parquet")),
+                              columns=["track_id", "frame_index", "mesh", "matrix", "size", "image"]).to_pylist()
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flows = []
+    steps_all, steps_rigid = [], []
+    by_track: dict[int, list[dict]] = {}
+    for r in table:
+        by_track.setdefault(r["track_id"], []).append(r)
+    for rows in by_track.values():
+        rows.sort(key=lambda r: r["frame_index"])
+        aligned = []
+        for r in rows:
+            m = np.asarray(r["matrix"]).reshape(2, 3)
+            pts = np.asarray(r["mesh"], dtype=np.float64).reshape(-1, 3)[:, :2]
+            aligned.append((pts @ m[:, :2].T + m[:, 2]) * (256.0 / r["size"]))  # in 256-px crop units
+        for a, b in zip(aligned, aligned[1:]):
+            d = np.linalg.norm(b - a, axis=1)
+            steps_all.append(d.mean())
+            steps_rigid.append(d[list(RIGID_MESH_POINTS)].mean())
+        # independent of both fits: optical flow between consecutive crops, centre half
+        greys = [cv2.resize(cv2.cvtColor(decode_image(r["image"]), cv2.COLOR_RGB2GRAY), (256, 256)) for r in rows]
+        for a, b in zip(greys, greys[1:]):
+            flow = dis.calc(a, b, None)[64:192, 64:192]
+            flows.append(float(np.linalg.norm(flow, axis=-1).mean()))
+    return {"all_px": float(np.mean(steps_all)), "rigid_px": float(np.mean(steps_rigid)),
+            "flow_px": float(np.mean(flows)), "steps": len(steps_all)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--every-long", type=int, default=25, help="sampling for part (e): one frame a second")
     parser.add_argument("--skip-long", action="store_true", help="skip the 1- and 10-minute videos of part (e)")
-    parser.add_argument("--parts", default="abcdwiep")
+    parser.add_argument("--parts", default="abcdwiepm")
     args = parser.parse_args()
     work = Path(os.environ.get("DFPIPE_BENCH_DIR", REPO / "bench_out" / "extract"))
     work.mkdir(parents=True, exist_ok=True)
@@ -296,6 +370,20 @@ def main() -> None:
         for r in report["i"]:
             print(f"(i) idle 2-worker cluster, {r['settings']}: {r['cpu_s']:.2f} s CPU in {r['seconds']:.0f} s "
                   f"(runs {' '.join(f'{x:.2f}' for x in r['runs'])})")
+    if "m" in args.parts:
+        report["m"] = part_m(videos, args.every, args.repeats)
+        for r in report["m"]:
+            print(f"(m) {r['video']}: extract with mesh {r['mesh_s']:.2f}s, --mesh none {r['none_s']:.2f}s, "
+                  f"ratio {r['ratio']:.3f} median of rounds {' '.join(f'{x:.3f}' for x in r['round_ratios'])} "
+                  f"(target <= 1.25)")
+        report["jitter"] = {}
+        for name in ("720p", "1080p"):
+            for crop in ("align", "mesh"):
+                j = crop_jitter(videos[name], 1, crop)
+                report["jitter"][f"{name}/{crop}"] = j
+                print(f"(m) jitter {name} --crop {crop}: aligned mesh moves {j['all_px']:.3f} px/frame "
+                      f"(rigid points {j['rigid_px']:.3f}), crop-to-crop optical flow {j['flow_px']:.3f} px "
+                      f"over {j['steps']} steps, 256-px crop")
     if "e" in args.parts:
         report["e"] = part_e(videos, args.every_long)
         for r in report["e"]:

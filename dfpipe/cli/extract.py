@@ -21,7 +21,7 @@ def extract(
     count: Optional[int] = option(CONFIG, "count", help="Keep N frames spread evenly over each video."),
     fps: Optional[float] = option(CONFIG, "fps", help="Keep about this many frames per second."),
     size: int = option(CONFIG, "size", help="Side of the square face crop in pixels (MAT uses 380)."),
-    crop: str = option(CONFIG, "crop", help="align: 5-point similarity to the ArcFace template; mesh: the same framing fitted to the face mesh's rigid points; box: FF++ 1.3x box crop."),
+    crop: str = option(CONFIG, "crop", help="mesh: the ArcFace framing fitted to the face mesh's rigid points (steadiest along tracks); align: the same from the 5 points; box: FF++ 1.3x box crop; auto: mesh, or align with --mesh none."),
     margin: float = option(CONFIG, "margin", help="Extra border around the aligned face, as a fraction of the face."),
     detector: str = option(CONFIG, "detector", help="mobilenet0.25, resnet50 (needs --weights) or mtcnn (facenet-pytorch)."),
     weights: Optional[Path] = option(CONFIG, "weights", help="Detector weights file (default: the weights cache)."),

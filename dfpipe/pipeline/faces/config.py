@@ -22,7 +22,7 @@ class ExtractConfig:
     count: int | None = None
     fps: float | None = None
     size: int = 320
-    crop: str = "align"
+    crop: str = "auto"  # auto = mesh with --mesh facemesh (steadier along tracks, bench/extract.py m), else align
     margin: float = 0.4
     detector: str = "mobilenet0.25"
     weights: str | None = None
@@ -52,8 +52,10 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         self.sampling()  # validates every / count / fps
-        if self.crop not in CROPS:
-            raise ValueError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.crop not in ("auto", *CROPS):
+            raise ValueError(f"--crop must be one of auto, {', '.join(CROPS)}, got {self.crop!r}")
+        if self.crop == "auto":  # resolved here, so run.json and the crop column say what was used
+            object.__setattr__(self, "crop", "align" if self.mesh == "none" else "mesh")
         from dfpipe.models import DETECTOR_MODELS  # not pipeline.detect: the client needs no torch
 
         if self.detector not in DETECTOR_MODELS:
