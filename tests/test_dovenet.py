@@ -181,7 +181,7 @@ def test_cli_rejects_a_missing_dataset(tmp_path):
 # --------------------------------------------------------------------------- inference
 
 
-def test_harmonize_changes_only_masked_pixels(tmp_path):
+def test_harmonize_changes_only_masked_pixels(tmp_path, detector):
     from dfpipe.pipeline.synth.harmonize import Harmonizer
     from dfpipe.runtime.checkpoint import save_checkpoint
 
@@ -193,9 +193,6 @@ def test_harmonize_changes_only_masked_pixels(tmp_path):
 
     faces = _public_domain()
     images, masks = [], []
-    from dfpipe.pipeline.faces.detect import FaceDetector
-
-    detector = FaceDetector(weights=Path(os.environ["DFPIPE_WEIGHTS_DIR"]) / "retinaface" / "mobilenet0.25_Final.pth")
     for img, det in zip(faces.values(), detector.detect(list(faces.values()))):
         images.append(img)
         masks.append(landmark_hull_mask(det.landmarks[0], img.shape))

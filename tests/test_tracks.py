@@ -86,3 +86,19 @@ def test_select_tracks():
     assert select_tracks(stats, "main", None, 1) == {1}  # 3 x 4000 > 10 x 900
     with pytest.raises(ValueError, match="keep"):
         select_tracks(stats, "biggest", None, 1)
+
+
+def test_a_jump_of_every_face_starts_a_new_shot_and_a_vanishing_face_does_not():
+    t = Tracker()
+    frames = []
+    frames += _push(t, [[100, 100, 200, 220], [400, 100, 480, 200]])
+    frames += _push(t, [[104, 100, 204, 220], [398, 100, 478, 200]])  # both move a little
+    frames += _push(t, [[104, 100, 204, 220]])  # one leaves: same shot
+    frames += _push(t, [[700, 300, 900, 540]])  # the only face is elsewhere, twice as big: a jump
+    frames += _push(t, [[705, 300, 905, 540], [100, 100, 200, 220]])  # one tracked, one new: same shot
+    frames += t.flush()
+    assert [f.shot for f in frames] == [0, 0, 0, 1, 1]
+    assert frames[3].faces[0].track_id not in {f.track_id for fr in frames[:3] for f in fr.faces}
+    # the face at the old place after the jump is a new track: no track spans two shots
+    old = {f.track_id for fr in frames[:3] for f in fr.faces}
+    assert not old & {f.track_id for f in frames[4].faces}

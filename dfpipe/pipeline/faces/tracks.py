@@ -6,7 +6,9 @@ given in order of first appearance, left to right within a frame, so they are st
 across runs. Optional smoothing averages boxes, landmarks and face meshes over +-`smooth`
 sampled frames of the same track; it needs that many future frames, so frames are released with
 that lag (`push` returns the frames that became final). A frame pushed with `cut=True`
-starts a new shot: every track ends there, so none links two shots.
+starts a new shot: every track ends there, so none links two shots. So does a frame where
+every face of the sampled frame before has vanished and every face is new (a face jump:
+a cut the colour histogram cannot see).
 """
 
 from __future__ import annotations
@@ -102,7 +104,14 @@ class Tracker:
             self._active = []  # no track continues across the cut
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+        seen_last = {t.track_id for t in self._active if t.last_position == pos - 1}
+        first_new = self._next_id
         ids = self._assign(boxes, pos)
+        if seen_last and ids and min(ids) >= first_new:
+            # every face of the frame before vanished and every face here is new: the picture
+            # jumped (a cut between shots of the same colours, e.g. a zoom on the same studio)
+            self._shot += 1
+            self._active = [t for t in self._active if t.track_id >= first_new]
         frame = TrackedFrame(pos, payload, self._shot)
         for i, tid in sorted(enumerate(ids), key=lambda t: t[1]):
             mesh = None if meshes is None else np.asarray(meshes[i], dtype=np.float32)
