@@ -93,3 +93,18 @@ def photo(faces_dir):
         return cache[name]
 
     return load
+
+
+def make_pair_dataset(root: Path, real_video: Path, fake_video: Path) -> Path:
+    """The shared FF++ pair ingested as real + fake under `root` and extracted (3 frames
+    each, 128-pixel crops, with the mesh): a small dataset for the masks stage."""
+    from dfpipe.pipeline.faces import ExtractConfig, extract
+    from dfpipe.pipeline.ingest import ingest
+
+    listing = root / "listing.csv"
+    listing.write_text(f"path,label,source\n{real_video},real,\n{fake_video},fake,{real_video}\n")
+    ds = root / "ds"
+    ingest("list", listing, ds)
+    summary = extract([ds], None, ExtractConfig(count=3, size=128), workers=0, progress=False)
+    assert summary.n_ok == 2
+    return ds

@@ -31,6 +31,7 @@ from dfpipe.pipeline.masks.pairmask import (
     mesh_pair_mask,
 )
 from dfpipe.pipeline.video.decode import Sampling, iter_frames
+from conftest import make_pair_dataset
 
 PHOTOS = ("fr_two_people.jpg", "fd1mb_kids_group.jpg", "fr_johnsnow_test1.jpg", "fr_kit_with_rose.jpg")
 PAIR_FRAMES = (30, 150, 270)
@@ -291,17 +292,7 @@ def test_face_region_prefers_the_mesh(nt_pairs, turned_face):
 @pytest.fixture(scope="module")
 def mesh_pair_dataset(tmp_path_factory, real_video, fake_video, retinaface_weights):
     """The shared FF++ pair ingested as real + fake and extracted with the mesh (3 frames)."""
-    from dfpipe.pipeline.faces import ExtractConfig, extract
-    from dfpipe.pipeline.ingest import ingest
-
-    root = tmp_path_factory.mktemp("meshmasks")
-    listing = root / "listing.csv"
-    listing.write_text(f"path,label,source\n{real_video},real,\n{fake_video},fake,{real_video}\n")
-    ds = root / "ds"
-    ingest("list", listing, ds)
-    summary = extract([ds], None, ExtractConfig(count=3, size=128), workers=0, progress=False)
-    assert summary.n_ok == 2
-    return ds
+    return make_pair_dataset(tmp_path_factory.mktemp("meshmasks"), real_video, fake_video)
 
 
 def _fake_part(ds):

@@ -15,6 +15,7 @@ from dfpipe.manifests.parts import part_keys, part_path, read_table, write_rows
 from dfpipe.manifests.schema import MASKS_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.runtime.runinfo import ParamsMismatch, read_run
 from dfpipe.runtime.stage import ItemError, Outcome, Stage, run_stage
+from conftest import make_pair_dataset
 
 _ROWS = pa.schema([("key", pa.string()), ("status", pa.string()), ("error_code", pa.string()),
                    ("error", pa.string()), ("value", pa.int64())])
@@ -90,17 +91,7 @@ def test_a_rerun_skips_done_items_and_other_parameters_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def pair_dataset(tmp_path_factory, real_video, fake_video, retinaface_weights) -> Path:
     """The shared FF++ pair, ingested as real + fake and extracted (3 frames each)."""
-    from dfpipe.pipeline.faces import ExtractConfig, extract
-    from dfpipe.pipeline.ingest import ingest
-
-    root = tmp_path_factory.mktemp("stage")
-    listing = root / "listing.csv"
-    listing.write_text(f"path,label,source\n{real_video},real,\n{fake_video},fake,{real_video}\n")
-    ds = root / "ds"
-    ingest("list", listing, ds)
-    summary = extract([ds], None, ExtractConfig(count=3, size=128), workers=0, progress=False)
-    assert summary.n_ok == 2
-    return ds
+    return make_pair_dataset(tmp_path_factory.mktemp("stage"), real_video, fake_video)
 
 
 def test_extract_keeps_going_after_a_bug_in_one_video(tmp_path, real_video, fake_video, retinaface_weights, monkeypatch):

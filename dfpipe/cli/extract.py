@@ -34,7 +34,7 @@ def extract(
     max_tracks: Optional[int] = option(CONFIG, "max_tracks", help="With --keep largest: how many tracks."),
     min_track_len: int = option(CONFIG, "min_track_len", help="Drop tracks seen on fewer sampled frames."),
     smooth: int = option(CONFIG, "smooth", help="Smooth boxes and landmarks over +-N sampled frames of a track (0 = off)."),
-    cut_threshold: float = option(CONFIG, "cut_threshold", help="Colour-histogram distance between sampled frames that counts as a camera cut: tracks end there, faces get a new shot_id (0 = no cut detection)."),
+    cut_threshold: float = option(CONFIG, "cut_threshold", help="Colour-histogram distance between sampled frames that counts as a camera cut: tracks end there, faces get a new shot_id; a jump of every face counts as a cut too (0 = no cut detection)."),
     mesh: str = option(CONFIG, "mesh", help="facemesh: 468-point Face Mesh, head pose and pose flags for every face; none: 5 points only (faster)."),
     flag_mesh_score: float = option(CONFIG, "flag_mesh_score", help="Flag faces (flag_low_mesh_score) whose Face Mesh presence score is under this."),
     flag_pose: float = option(CONFIG, "flag_pose", help="Flag faces (flag_extreme_pose) turned or nodded more than this many degrees."),

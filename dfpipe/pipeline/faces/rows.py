@@ -182,7 +182,7 @@ def _raw_face_rows(
         detector = detector_for(config)
     except Exception as exc:
         raise DetectorFailed(exc) from exc
-    tracker = Tracker(smooth=config.smooth)
+    tracker = Tracker(smooth=config.smooth, jump_cuts=config.cut_threshold > 0)
     cuts = CutDetector(config.cut_threshold)
     template = None
     if config.crop == "mesh":

@@ -77,11 +77,13 @@ class Tracker:
         max_centre_distance: float = 0.5,
         max_gap: int = 3,
         smooth: int = 0,
+        jump_cuts: bool = True,
     ) -> None:
         self.iou_threshold = iou_threshold
         self.max_centre_distance = max_centre_distance
         self.max_gap = max_gap
         self.smooth = smooth
+        self.jump_cuts = jump_cuts  # a jump of every face starts a new shot
         self._active: list[_Track] = []
         self._next_id = 0
         self._position = 0
@@ -107,7 +109,7 @@ class Tracker:
         seen_last = {t.track_id for t in self._active if t.last_position == pos - 1}
         first_new = self._next_id
         ids = self._assign(boxes, pos)
-        if seen_last and ids and min(ids) >= first_new:
+        if self.jump_cuts and seen_last and ids and min(ids) >= first_new:
             # every face of the frame before vanished and every face here is new: the picture
             # jumped (a cut between shots of the same colours, e.g. a zoom on the same studio)
             self._shot += 1
