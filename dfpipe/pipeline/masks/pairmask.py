@@ -49,6 +49,7 @@ class PairMaskConfig:
     # outline is the real one (the mean face's is only roughly placed), so it grows little
     mesh_close_size: int = 31  # closing inside a mesh's face region: merges a reenacted
     # mouth's and chin's strokes into one region; the face outline stops it spreading
+    mesh_edge_sigma: float = 6.0  # blur (pixels at 256) that rounds the outline of a mesh-bounded pair mask
     landmark_region: str = "full"  # facemask region for the mesh / landmark fallback
     use_shipped: bool = True
 
@@ -111,10 +112,15 @@ def clean_mask(
     m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(ellipse, (_scaled(close, size),) * 2))
     if within is not None:
         m = np.where(within > 0, m, 0).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    return fill_holes(largest_regions(m, config))
+
+
+def largest_regions(mask: np.ndarray, config: PairMaskConfig = PairMaskConfig()) -> np.ndarray:
+    """The `config.components` largest regions of `mask` over `config.min_area` of it."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = [i + 1 for i in np.argsort(areas)[::-1][: config.components] if areas[i] >= config.min_area * m.size]
-    return fill_holes(np.isin(labels, keep).astype(np.uint8) * 255)
+    keep = [i + 1 for i in np.argsort(areas)[::-1][: config.components] if areas[i] >= config.min_area * mask.size]
+    return np.isin(labels, keep).astype(np.uint8) * 255
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -154,8 +160,17 @@ def mesh_pair_mask(
 ) -> np.ndarray:
     """`pair_mask` bounded by a face mesh's `full` region of the crop (`mesh_mask`): grown
     only by `config.mesh_within_face` and closed with `config.mesh_close_size`, since the
-    mesh outline is the real one; one filled region on the face."""
-    return pair_mask(real, fake, config, mesh_face, config.mesh_within_face, config.mesh_close_size)
+    mesh outline is the real one; one filled region on the face, its outline rounded by
+    `config.mesh_edge_sigma`."""
+    mask = pair_mask(real, fake, config, mesh_face, config.mesh_within_face, config.mesh_close_size)
+    sigma = config.mesh_edge_sigma * mask.shape[0] / REFERENCE_SIZE
+    if sigma <= 0 or not mask.any():
+        return mask
+    # the thresholded difference has a ragged edge (codec noise along it); a blur and a cut
+    # at half height round it without moving it, and the face region bounds it again
+    smooth = np.where(cv2.GaussianBlur(mask, (0, 0), sigma) > 127, 255, 0).astype(np.uint8)
+    smooth = np.where(grow_region(mesh_face, config.mesh_within_face) > 0, smooth, 0).astype(np.uint8)
+    return fill_holes(largest_regions(smooth, config))  # a thin neck the blur cut leaves specks
 
 
 def grow_region(face: np.ndarray, fraction: float) -> np.ndarray:
