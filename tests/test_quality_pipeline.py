@@ -195,10 +195,10 @@ def test_an_unexpected_error_in_one_video_is_an_internal_row_and_the_others_are_
     ds = _unscored(masked, tmp_path)
     score_video = stage.score_video
 
-    def breaks_on_the_fake(root, video, source, config):
+    def breaks_on_the_fake(root, video, source, config, gallery=None):
         if video["label"] == "fake":
             raise RuntimeError("boom")
-        return score_video(root, video, source, config)
+        return score_video(root, video, source, config, gallery)
 
     monkeypatch.setattr(stage, "score_video", breaks_on_the_fake)
     summary = score_quality(ds, QualityConfig(**QUICK), workers=0, progress=False)

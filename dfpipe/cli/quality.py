@@ -21,7 +21,10 @@ def score_quality(
     root: Path = typer.Argument(
         ..., metavar="DATASET", help="An extracted dataset directory (run `dfpipe masks` first for Mask-SSIM)."),
     report: Optional[Path] = typer.Option(None, help="Write an HTML (.html) or Markdown (.md) report with PNG plots."),
-    metrics: str = typer.Option(",".join(library_default(CONFIG, "metrics")), help="Comma-separated subset of mask_ssim, lpips, ewarp."),
+    metrics: str = typer.Option(
+        ",".join(library_default(CONFIG, "metrics")),
+        help="Comma-separated subset of mask_ssim, lpips, ewarp, identity, pose, expression, seam (identity needs "
+        "dlib: pip install dlib-bin; left out with a note when missing, unless named here)."),
     full_frame: bool = option(
         CONFIG, "full_frame", "--full-frame", help="Score whole frames instead of the aligned face crops."),
     flow_preset: str = option(CONFIG, "flow_preset", help="OpenCV DIS preset for Ewarp: ultrafast, fast, medium."),
@@ -33,14 +36,17 @@ def score_quality(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     redo: bool = typer.Option(False, "--redo", help="Clear DS/quality/ and score again (e.g. with other metrics)."),
 ) -> None:
-    """Score how close each fake is to its source (Mask-SSIM, LPIPS, VGG feature MSE) and how
-    much every video flickers (Ewarp), into DS/quality/, with a summary table per dataset and
-    method, and optionally a report with histograms and box plots.
+    """Score how close each fake is to its source (Mask-SSIM, LPIPS, VGG feature MSE), how
+    much every video flickers (Ewarp), whose face a fake shows (identity distances to donor and
+    target, retrieval), its pose and expression error and how visible its seam is, into
+    DS/quality/, with a summary table per dataset and method, and optionally a report with
+    histograms, box plots and sample crops.
 
     Re-running the same command resumes. Exit status 0 when every video was scored, 1 when
     some could not be (their rows say why), 2 on bad arguments.
     """
-    from dfpipe.pipeline.quality import QualityConfig, read_quality, score_quality
+    from dfpipe.models.face_descriptor import DlibMissingError
+    from dfpipe.pipeline.quality import METRICS, QualityConfig, read_quality, score_quality
     from dfpipe.pipeline.quality.report import check_report_path, summary_table, write_report
     from dfpipe.runtime.runinfo import ParamsMismatch
     from dfpipe.runtime.weights import WeightsError
@@ -52,8 +58,10 @@ def score_quality(
         if report is not None:
             check_report_path(report)
         summary = score_quality(root, config, workers=workers, scheduler=scheduler, progress=progress, redo=redo)
-    except WeightsError as exc:
-        fail(f"{exc}\n(or leave LPIPS out: --metrics mask_ssim,ewarp)")
+    except (WeightsError, DlibMissingError) as exc:
+        named = "identity" if isinstance(exc, DlibMissingError) or "dlib" in str(exc) else "lpips"
+        rest = ",".join(m for m in METRICS if m in metrics and m != named)
+        fail(f"{exc}\n(or leave {'LPIPS' if named == 'lpips' else 'identity'} out: --metrics {rest})")
     except (ValueError, FileNotFoundError, ParamsMismatch) as exc:
         fail(str(exc))
     print_stage_summary(summary)
@@ -85,6 +93,10 @@ def print_quality_table(table) -> None:
     console.print(rich_table)
     console.print("M-SSIM: Mask-SSIM of the masked images; M-SSIM in: mean SSIM inside the mask (higher = closer "
                   "to the source). LPIPS, VGG MSE: lower = closer. Ewarp: lower = less flicker.")
+    if any(c in table.columns for c in ("id_to_source", "id_to_target", "pose_error", "expression_error", "seam")):
+        console.print("ID src / ID tgt: face-descriptor distance to the donor / the real target (< 0.6 = same person); "
+                      "ID ret: frames whose nearest real identity is the expected one; pose: degrees; expr: mesh "
+                      "distance after pose removal / eye distance; seam: boundary gradient over the real's (1 = invisible).")
 
 
 def register(app: typer.Typer) -> None:

@@ -29,6 +29,9 @@ def synthesize(
     qualities: List[str] = option(
         CONFIG, "qualities", "--quality", help="FF++ quality of the encoded fakes: c0, c23, c40 (repeat for several)."),
     pairs: int = option(CONFIG, "pairs", help="Number of swap fakes (source/target track pairs)."),
+    pairing: str = option(
+        CONFIG, "pairing", help="How swap/reenact pick (target, source): random (different people when dlib is installed), "
+        "similar (each target with the most alike other person: face descriptor + skin tone) or file (--pairs-file)."),
     pairs_file: Optional[Path] = option(CONFIG, "pairs_file", help="CSV of pairs (target_video_id, source_video_id[, target_track_id, source_track_id]) instead of random ones."),
     per_video: Optional[int] = option(CONFIG, "per_video", help="Change at most this many frames per fake (default: the whole track)."),
     seed: int = option(CONFIG, "seed", help="Seed of pairing, mask deformations and perturbations: same seed, same fakes."),
@@ -61,7 +64,7 @@ def synthesize(
     pairs_file, from_generator, harmonizer = (str(p) if p else None for p in (pairs_file, from_generator, harmonizer))
     try:
         config = SynthConfig(
-            method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, pairs_file=pairs_file,
+            method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, pairing=pairing, pairs_file=pairs_file,
             per_video=per_video, seed=seed, region=region, mask_warp=mask_warp, deform=deform, transform=transform,
             smooth=smooth, follow_motion=follow_motion, from_generator=from_generator, harmonizer=harmonizer,
             device=device, include_reals=include_reals,

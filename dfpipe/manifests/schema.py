@@ -146,7 +146,12 @@ _KEYS = [
 ]
 
 #: Metric columns; NaN/null where a metric does not apply (a real has no Mask-SSIM).
-METRIC_COLUMNS = ("mask_ssim", "mask_ssim_inside", "ssim", "lpips", "vgg_mse", "ewarp")
+#: identity (dlib descriptor distances), pose_error (degrees), expression_error (mesh after
+#: Procrustes / inter-ocular distance) and seam (boundary gradient, fake over real) per face.
+METRIC_COLUMNS = (
+    "mask_ssim", "mask_ssim_inside", "ssim", "lpips", "vgg_mse", "ewarp",
+    "id_to_source", "id_to_target", "pose_error", "expression_error", "seam",
+)
 
 QUALITY_FRAMES_SCHEMA = pa.schema(
     [
@@ -158,6 +163,7 @@ QUALITY_FRAMES_SCHEMA = pa.schema(
         pa.field("mask_area", pa.float64()),  # fraction of the region inside the mask
         *[pa.field(c, pa.float64()) for c in METRIC_COLUMNS],
         pa.field("ewarp_valid", pa.float64()),  # fraction of pixels not occluded
+        pa.field("id_nearest", pa.string()),  # real video whose identity is nearest the face
     ],
     metadata={"dfpipe.table": QUALITY_FRAMES_TABLE, "dfpipe.schema_version": SCHEMA_VERSION},
 )
@@ -167,6 +173,7 @@ QUALITY_VIDEOS_SCHEMA = pa.schema(
         *_KEYS,
         pa.field("n_frames", pa.int64()),  # frame rows behind the means
         *[pa.field(c, pa.float64()) for c in METRIC_COLUMNS],
+        pa.field("id_retrieval", pa.float64()),  # fraction of frames nearest the expected identity
         pa.field("metrics", pa.string()),  # comma-separated metrics computed
         pa.field("flow_on", pa.string()),  # "source" or "self": where Ewarp's flow came from
         pa.field("status", pa.string(), nullable=False),  # ok / error

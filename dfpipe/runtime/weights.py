@@ -63,6 +63,20 @@ REGISTRY: dict[str, WeightsFile] = {
         ),
         note="MediaPipe's canonical 3D face (468 vertices, triangles), Apache-2.0: head pose and mesh topology",
     ),
+    "dlib_face_recognition": WeightsFile(
+        name="dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        urls=(),
+        note="dlib ResNet face descriptor (128-d), CC0; in the PyPI package face-recognition-models==0.3.0 "
+        "(face_recognition_models/models/), and bz2-compressed on dlib.net / davisking/dlib-models",
+    ),
+    "dlib_shape_predictor_5": WeightsFile(
+        name="shape_predictor_5_face_landmarks.dat",
+        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        urls=(),
+        note="dlib 5-point shape predictor, CC0; in the PyPI package face-recognition-models==0.3.0 "
+        "(face_recognition_models/models/), and bz2-compressed on dlib.net / davisking/dlib-models",
+    ),
 }
 
 

@@ -1,8 +1,11 @@
-"""Dataset quality metrics (SR-DF / Celeb-DF style): Mask-SSIM, perceptual distance, Ewarp.
+"""Dataset quality metrics (SR-DF / Celeb-DF style): Mask-SSIM, perceptual distance, Ewarp;
+and per fake face (FaceShifter / SimSwap style): identity, pose, expression, seam.
 
 - `ssim`: SSIM and both Mask-SSIM variants, equal to scikit-image's, vectorised.
 - `perceptual`: LPIPS-VGG and VGG relu2_2 feature MSE on one backbone pass.
 - `ewarp`: warping error with OpenCV DIS flow and the forward-backward occlusion mask.
+- `identity`: dlib face-descriptor distances to donor and target, identity retrieval.
+- `geometry`: pose error, expression error (mesh after Procrustes), seam score.
 - `frames`: the frames at chosen indices, streamed.
 - `config`: QualityConfig.
 - `score`: the metrics of one video (`score_video`).

@@ -7,13 +7,19 @@ from typing import Any
 
 from dfpipe.pipeline.quality.ewarp import DIS_PRESETS
 
-METRICS = ("mask_ssim", "lpips", "ewarp")  # lpips also gives vgg_mse; mask_ssim also ssim
+#: lpips also gives vgg_mse; mask_ssim also ssim; identity gives id_to_source, id_to_target and
+#: (per video) id_retrieval; pose gives pose_error, expression expression_error, seam seam.
+METRICS = ("mask_ssim", "lpips", "ewarp", "identity", "pose", "expression", "seam")
+#: Metrics that need an optional install (dlib for identity): in the default list they are
+#: skipped with a note when it is missing; named in `metrics` they are required.
+OPTIONAL = ("identity",)
 
 
 @dataclass(frozen=True)
 class QualityConfig:
     """The metrics to compute (`lpips` also gives `vgg_mse`; `mask_ssim` also `ssim`), on face
-    crops or whole frames, and the Ewarp flow preset; device and batch size change only speed."""
+    crops or whole frames, and the Ewarp flow preset; device and batch size change only speed.
+    identity, pose, expression and seam are per face: on crops only (null with full_frame)."""
 
     metrics: tuple[str, ...] = METRICS
     full_frame: bool = False
@@ -30,6 +36,11 @@ class QualityConfig:
             raise ValueError(f"flow preset must be one of {', '.join(DIS_PRESETS)}, got {self.flow_preset!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def optional(self) -> tuple[str, ...]:
+        """The metrics a run may leave out when what they need is missing: those of `OPTIONAL`,
+        when the metrics are the default list (a user who names them wants them)."""
+        return OPTIONAL if tuple(self.metrics) == METRICS else ()
 
     def output_params(self) -> dict[str, Any]:
         """What decides the numbers (the weights file is recorded by its hash instead)."""

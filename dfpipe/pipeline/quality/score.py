@@ -4,8 +4,10 @@ A fake is compared with its source real video on the same frames: Mask-SSIM insi
 mask (from `dfpipe masks`), SSIM, LPIPS and VGG feature MSE of the aligned crops (stored
 by extract with the source's matrices, so they line up), and Ewarp on frames t, t+1 with
 the flow taken on the source video. A real (or a fake without source) gets Ewarp on its
-own flow. With `full_frame`, the same metrics run on whole frames, the crop masks pasted
-back into the frame with the inverse matrices.
+own flow. Each fake face also gets identity distances (dlib descriptor), pose and expression
+errors (`geometry`, from the rows' angles and mesh) and a seam score. With `full_frame`, the
+same metrics (but the per-face ones) run on whole frames, the crop masks pasted back into the
+frame with the inverse matrices.
 
 `score_video` returns the rows and writes nothing; the stage (`quality/stage.py`) writes
 them, and the error row of a video that cannot be scored.
@@ -203,16 +205,24 @@ def row_head(video: dict[str, Any], source: dict[str, Any] | None, config: Quali
 
 
 def score_video(
-    root: str | Path, video: dict[str, Any], source: dict[str, Any] | None, config: QualityConfig
+    root: str | Path, video: dict[str, Any], source: dict[str, Any] | None, config: QualityConfig,
+    gallery: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(quality/frames rows, quality/videos row) of one video, `source` its source's
-    videos row (None for a real, or a fake whose source is not extracted).
+    videos row (None for a real, or a fake whose source is not extracted), `gallery` the
+    identities of the dataset's real videos (`identity.build_gallery`) for the identity metric.
 
     Raises PairMismatch or DecodeError (both ItemErrors) for inputs it cannot score.
     """
-    rows = _score_rows(Path(root), video, source, config, row_keys(video, config))
+    gallery = gallery or {}
+    rows = _score_rows(Path(root), video, source, config, row_keys(video, config), gallery)
     means = {c: _mean([r.get(c) for r in rows]) for c in METRIC_COLUMNS}
-    row = {**row_head(video, source, config), "n_frames": len(rows), **means, "status": "ok"}
+    retrieval = None
+    if "identity" in config.metrics and video.get("label") == "fake":
+        from dfpipe.pipeline.quality.identity import expected_identity, retrieval_rate
+
+        retrieval = retrieval_rate([r.get("id_nearest") for r in rows], expected_identity(video), gallery)
+    row = {**row_head(video, source, config), "n_frames": len(rows), **means, "id_retrieval": retrieval, "status": "ok"}
     if video.get("label") == "fake" and video.get("source_video_id") and source is None:
         row.update(error_code="source_missing", error="the source video is not extracted in this dataset: Ewarp on its own flow only")
     return rows, row
@@ -234,7 +244,9 @@ def _read_faces(root: Path, vid: str) -> list[dict]:
     return pq.read_table(path, schema=FACES_SCHEMA).to_pylist()
 
 
-def _score_rows(root: Path, video: dict, source: dict | None, config: QualityConfig, keys: dict) -> list[dict]:
+def _score_rows(
+    root: Path, video: dict, source: dict | None, config: QualityConfig, keys: dict, gallery: dict[str, np.ndarray]
+) -> list[dict]:
     faces = sorted(_read_faces(root, video["video_id"]), key=lambda r: (r["frame_index"], r["track_id"]))
     if not faces:
         return []
@@ -247,6 +259,10 @@ def _score_rows(root: Path, video: dict, source: dict | None, config: QualityCon
     ewarp, frame_items = _ewarp_and_frames(path, src_path, faces, config) if need_frames else ({}, [])
     items = frame_items if config.full_frame else _crop_items(faces, src_faces)
     scores = _score_images(items, config)
+    if not config.full_frame and video.get("label") == "fake" and FACE_METRICS & set(config.metrics):
+        donor = _read_faces(root, video["target_video_id"]) if video.get("target_video_id") else []
+        for sc, extra in zip(scores, _face_metrics(faces, items, src_faces, donor, video, config, gallery)):
+            sc.update(extra)
     rows = []
     for it, sc in zip(items, scores):
         e = ewarp.get((it.frame_index, it.track_id), (None, None))
@@ -257,6 +273,78 @@ def _score_rows(root: Path, video: dict, source: dict | None, config: QualityCon
             }
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- per face
+
+#: The metrics computed per face row of a fake, against its real partner rows.
+FACE_METRICS = frozenset({"identity", "pose", "expression", "seam"})
+
+
+def _donor_rows(donor_faces: list[dict]) -> dict[int, dict]:
+    """{frame index: row} of the donor video's main track (its person)."""
+    from dfpipe.pipeline.quality.identity import main_track
+
+    return {r["frame_index"]: r for r in main_track(donor_faces)}
+
+
+def _face_metrics(
+    faces: list[dict], items: list[Item], src_faces: dict[tuple[int, int], dict], donor_faces: list[dict],
+    video: dict, config: QualityConfig, gallery: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """Identity, pose, expression and seam of each fake face row (`items` in the same order).
+
+    Pose is compared with the real face of the same frame of the changed video; expression
+    with that face too, except for a reenactment, whose expression should be the donor's (its
+    frame of the same index, when the donor is in the dataset; else null)."""
+    from dfpipe.pipeline.quality.geometry import expression_error, pose_error, seam_score
+    from dfpipe.pipeline.quality.identity import REENACT_METHODS
+
+    reenact = video.get("method") in REENACT_METHODS
+    donor = _donor_rows(donor_faces) if reenact else {}
+    ident = _identity_metrics(faces, items, src_faces, video, gallery) if "identity" in config.metrics else None
+    out = []
+    for i, (r, it) in enumerate(zip(faces, items)):
+        partner = src_faces.get((r["frame_index"], r["track_id"]))
+        row: dict[str, Any] = dict(ident[i]) if ident else {}
+        if "pose" in config.metrics and partner is not None:
+            row["pose_error"] = pose_error(_angles(r), _angles(partner))
+        if "expression" in config.metrics:
+            ref = donor.get(r["frame_index"]) if reenact else partner
+            row["expression_error"] = expression_error(r.get("mesh"), ref.get("mesh")) if ref is not None else None
+        if "seam" in config.metrics:
+            row["seam"] = seam_score(it.image, it.source, it.mask)
+        out.append(row)
+    return out
+
+
+def _angles(row: dict) -> tuple[float | None, float | None, float | None]:
+    return row.get("yaw"), row.get("pitch"), row.get("roll")
+
+
+def _identity_metrics(
+    faces: list[dict], items: list[Item], src_faces: dict[tuple[int, int], dict], video: dict,
+    gallery: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """id_to_source (to the donor's identity), id_to_target (to the real face of the same
+    frame) and id_nearest (the nearest real identity of the dataset) per fake face row."""
+    from dfpipe.models.face_descriptor import descriptor_distance
+    from dfpipe.pipeline.quality.identity import describe_rows, nearest_identity
+
+    fakes = describe_rows(faces, [it.image for it in items])
+    partners = [src_faces.get((r["frame_index"], r["track_id"])) for r in faces]
+    present = [p for p in partners if p is not None]
+    real_by_id = dict(zip((p["face_id"] for p in present), describe_rows(present)))
+    donor = gallery.get(video.get("target_video_id") or "")
+    out = []
+    for d, p in zip(fakes, partners):
+        real = real_by_id.get(p["face_id"]) if p is not None else None
+        out.append({
+            "id_to_target": descriptor_distance(d, real) if d is not None and real is not None else None,
+            "id_to_source": descriptor_distance(d, donor) if d is not None and donor is not None else None,
+            "id_nearest": nearest_identity(d, gallery) if d is not None else None,
+        })
+    return out
 
 
 def read_quality(root: str | Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:  # noqa: F821

@@ -8,6 +8,7 @@ written atomically, so a rerun resumes; a video that cannot be scored gets an er
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +48,28 @@ class QualityStage(Stage[VideoPair]):
         self.out_dir = self.root.absolute()  # workers read and write by absolute path
         self.config = config
         self._weights: dict[str, str] | None = None
+        self.gallery: dict[str, Any] = {}  # {real video_id: identity descriptor}, built in prepare
 
     def params(self) -> dict[str, Any]:
         return self.config.output_params()
 
     def weights(self) -> dict[str, str]:
-        """The VGG-16 file's hash when LPIPS is asked; raises WeightsError when a file is
-        missing. Resolved once: hashing the file again would read ~0.5 GB again."""
+        """The VGG-16 file's hash when LPIPS is asked, and the dlib files' for identity; raises
+        WeightsError when a file is missing (DlibMissingError without dlib). Resolved once:
+        hashing the VGG file again would read ~0.5 GB again."""
         if self._weights is None:
-            self._weights = {}
+            weights: dict[str, str] = {}
+            if "identity" in self.config.metrics:
+                from dfpipe.pipeline.quality.identity import identity_weights
+
+                weights.update(identity_weights())
             if "lpips" in self.config.metrics:
                 from dfpipe.pipeline.quality.perceptual import VGG16_WEIGHTS, lpips_linear_path
                 from dfpipe.runtime.weights import weights_record
 
                 lpips_linear_path()
-                self._weights = weights_record(VGG16_WEIGHTS, self.config.weights)
+                weights.update(weights_record(VGG16_WEIGHTS, self.config.weights))
+            self._weights = weights
         return self._weights
 
     def items(self) -> list[VideoPair]:
@@ -82,9 +90,24 @@ class QualityStage(Stage[VideoPair]):
     def setup_worker(self, on_worker: bool) -> None:
         if "lpips" in self.config.metrics:
             perceptual_model(self.config)  # the ~0.5 GB backbone, once per process
+        if "identity" in self.config.metrics:
+            from dfpipe.pipeline.quality.identity import descriptor_model
+
+            descriptor_model()
+
+    def prepare(self, items: list[VideoPair]) -> None:
+        """The identity of every extracted real video (retrieval and id_to_source compare
+        each fake face with them), once, here; the items carry it to the workers."""
+        done = self.done()
+        fakes_left = any(i.video["label"] == "fake" and self.key(i) not in done for i in items)
+        if "identity" in self.config.metrics and not self.config.full_frame and fakes_left:
+            from dfpipe.pipeline.quality.identity import build_gallery
+            from dfpipe.pipeline.quality.score import _read_faces
+
+            self.gallery = build_gallery(self.out_dir, [i.video for i in items], _read_faces)
 
     def process(self, item: VideoPair, on_worker: bool) -> None:
-        self._write(item, *score_video(self.out_dir, item.video, item.source, self.config))
+        self._write(item, *score_video(self.out_dir, item.video, item.source, self.config, self.gallery))
 
     def write_error(self, item: VideoPair, error: ItemError) -> None:
         head = row_head(item.video, item.source, self.config)
@@ -129,16 +152,40 @@ def score_quality(
     root = Path(root)
     if not (root / "videos").is_dir():
         raise FileNotFoundError(f"{root}: not a dataset directory (no videos/)")
-    stage = QualityStage(root, config or QualityConfig())
+    config, skipped = usable_config(config or QualityConfig())
+    stage = QualityStage(root, config)
     stage.weights()
     if redo:
         shutil.rmtree(root / "quality", ignore_errors=True)
     if not part_keys(root, QUALITY_VIDEOS_TABLE):  # no scores: an old record binds nothing
         forget_stage(root, NAME)
     try:
-        return run_stage(stage, workers=workers, scheduler=scheduler, progress=progress)
+        summary = run_stage(stage, workers=workers, scheduler=scheduler, progress=progress)
     except ParamsMismatch as exc:
         raise ParamsMismatch(f"{exc} Or pass --redo to score again from scratch.") from None
+    summary.notes[:0] = skipped
+    return summary
 
 
-__all__ = ["QualityStage", "VideoPair", "score_quality"]
+def usable_config(config: QualityConfig) -> tuple[QualityConfig, list[str]]:
+    """`config` without the optional metrics (`QualityConfig.optional`) whose install or
+    weights are missing, and a note for each one left out. A metric the user named stays:
+    its missing piece raises (DlibMissingError, WeightsError) before any work."""
+    if "identity" not in config.metrics:
+        return config, []
+    from dfpipe.models.face_descriptor import DlibMissingError
+    from dfpipe.pipeline.quality.identity import identity_weights
+    from dfpipe.runtime.weights import WeightsError
+
+    try:
+        identity_weights()
+    except (DlibMissingError, WeightsError) as exc:
+        if "identity" not in config.optional():
+            raise
+        kept = tuple(m for m in config.metrics if m != "identity")
+        first = str(exc).splitlines()[0]
+        return dataclasses.replace(config, metrics=kept), [f"identity metrics skipped: {first}"]
+    return config, []
+
+
+__all__ = ["QualityStage", "VideoPair", "score_quality", "usable_config"]

@@ -1,8 +1,10 @@
 """One fake frame: generator output -> mask -> colour transfer -> blend.
 
 A `Composer` belongs to one fake (one target track): its mask shape is drawn and deformed
-once in the canonical face square and mapped onto every frame by the landmarks, and its
-colour transfer is fitted on the first frame and reused, so neither flickers.
+once in the canonical face square and mapped onto every frame by the landmarks (or, for a
+generator with `mask_from_generator`, taken from the generator, which draws it from the
+face mesh), and its colour transfer is fitted on the first frame and reused, so neither
+flickers.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class Composer:
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fake frame, float32 mask in [0, 1] actually used)."""
         fg, valid = self.generator(frame, frame_index, landmarks)
-        mask = canonical_to_frame(self.canonical, landmarks, frame.shape) * (valid > 0)
+        if getattr(self.generator, "mask_from_generator", False):
+            mask = valid.astype(np.float32) / 255.0  # drawn from the face's own geometry (mesh swap)
+        else:
+            mask = canonical_to_frame(self.canonical, landmarks, frame.shape) * (valid > 0)
         # DoveNet learns the frame's colour from context around the face: give it the frame
         box = mask_box(mask, margin=max(frame.shape) if self.blend_mode == "dovenet" else _ROI_MARGIN)
         if box is None:

@@ -10,8 +10,14 @@ from dfpipe.pipeline.synth.blend import BLENDS
 from dfpipe.pipeline.synth.colour import MODES as COLOUR_MODES
 from dfpipe.pipeline.video.writing import QUALITY_CRF
 
-METHODS = ("swap", "self-blend", "external")
+METHODS = ("swap", "reenact", "self-blend", "external")
+#: how swap / reenact fakes pick (target, source): random, similar-looking different people
+#: (face descriptors), or a CSV (--pairs-file)
+PAIRINGS = ("random", "similar", "file")
 TRANSFORMS = ("similarity", "affine")
+#: what places a swapped face: the face meshes (rendered in the target's pose and expression,
+#: when both faces have one) or the 5 landmarks (one still crop, moved by a similarity)
+GEOMETRIES = ("mesh", "landmarks")
 
 
 @dataclass
@@ -40,6 +46,8 @@ class SynthConfig:
     smooth: float = 1.5
     follow_motion: float = 0.8
     pairs_file: str | None = None
+    pairing: str = "random"
+    geometry: str = "mesh"
     from_generator: str | None = None
     harmonizer: str | None = None
     device: str = "cpu"
@@ -55,11 +63,17 @@ class SynthConfig:
             self.colour, self.blend = self.blend, "alpha"
         self.qualities = tuple(dict.fromkeys(self.qualities))
         _check("method", self.method, METHODS)
+        if self.pairs_file and self.pairing == "random":
+            self.pairing = "file"  # `--pairs-file F` alone means pairs from the file
+        _check("pairing", self.pairing, PAIRINGS)
+        if self.pairing == "file" and not self.pairs_file:
+            raise ValueError("--pairing file needs --pairs-file CSV")
         _check("blend", self.blend, BLENDS)
         _check("colour", self.colour, COLOUR_MODES)
         _check("region", self.region, REGIONS)
         _check("mask warp", self.mask_warp, WARPS)
         _check("transform", self.transform, TRANSFORMS)
+        _check("geometry", self.geometry, GEOMETRIES)
         if not self.qualities:
             raise ValueError("give at least one --quality")
         for q in self.qualities:

@@ -9,7 +9,7 @@ quality's video (the videos parts are the fake's completion marker).
 Pair links follow docs/architecture.md: a fake's `source_video_id` is the real video whose
 frames it changes (the task's "target"), `target_video_id` the identity donor (the swap
 "source"; the video itself for self-blend). Fake frame i is real frame i of its
-`source_video_id`: the clip starts at frame 0 and ends after the last changed frame.
+`source_video_id`: the clip has every frame of it, changed where the track has a face.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from dfpipe.pipeline.synth.pairing import (
     Pair,
     TrackRef,
     main_tracks,
-    random_pairs,
-    read_pairs_csv,
+    plan_pairs,
     real_videos,
     track_sizes,
 )
@@ -96,16 +95,13 @@ def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
         identity_row = videos.get(pair.source.video_id) if pair and pair.source else None
         return FakeJob(key, pair, seed, frames_row, identity_row, **kw)
 
-    if config.method == "swap":
-        if config.pairs_file:
-            for i, (pair, row, error) in enumerate(read_pairs_csv(config.pairs_file, sizes)):
-                j = job(pair, ["csv", i, row], note={"pairs_row": i})
-                if error:
-                    j.error = ("bad_input", f"pairs file row {i + 1}: {error}")
-                jobs.append(j)
-        else:
-            for pair in random_pairs(usable, config.pairs, config.seed, config.min_track_faces):
-                jobs.append(job(pair, [pair.target, pair.source]))
+    if config.method in ("swap", "reenact"):
+        for i, (pair, note, error, parts) in enumerate(plan_pairs(
+                ds, sizes, usable, config.pairing, config.pairs, config.seed, config.min_track_faces, config.pairs_file)):
+            j = job(pair, parts, note=note)
+            if error:
+                j.error = ("bad_input", f"pairs file row {i + 1}: {error}")
+            jobs.append(j)
     elif config.method == "self-blend":
         if not usable:
             raise ValueError(f"{ds}: no real track has >= {config.min_track_faces} faces")
@@ -183,10 +179,48 @@ class _GeneratedFrames:
             raise ItemError("bad_input", str(exc)) from exc
 
 
+def _source_mesh_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray] | None:
+    """The donor's most frontal, well-scored crop and its mesh in crop pixels (468 x 3), or
+    None when the donor's faces have no mesh (extracted with --mesh none)."""
+    rows = [r for r in _track_rows(ds, ref, with_images=True) if r.get("mesh") is not None]
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: (abs(r["yaw"] or 0.0) + abs(r["pitch"] or 0.0) - 20.0 * (r["mesh_score"] or 0.0),
+                                    r["frame_index"]))
+    m = np.asarray(best["matrix"], np.float64).reshape(2, 3)
+    mesh = np.asarray(best["mesh"], np.float64).reshape(-1, 3)
+    crop_mesh = mesh.copy()
+    crop_mesh[:, :2] = transform_points(mesh[:, :2], m)
+    crop_mesh[:, 2] *= np.sqrt(abs(np.linalg.det(m[:, :2])))
+    return decode_image(best["image"]), crop_mesh
+
+
+@lru_cache(maxsize=2)
+def _mesher(device: str):
+    from dfpipe.pipeline.faces.mesh import FaceMesher
+    from dfpipe.runtime.device import resolve_device
+
+    return FaceMesher(device=resolve_device(device))
+
+
 def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, crop_size: int,
                rng: np.random.Generator) -> Generator:
+    if config.method == "swap" and config.geometry == "mesh" and plan.has_mesh:
+        source = _source_mesh_face(ds, job.pair.source)
+        if source is not None:
+            from dfpipe.pipeline.synth.meshswap import MeshSwapGenerator
+
+            job.note["geometry"] = "mesh"
+            mesh_swap = MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device))
+            if config.follow_motion > 0:  # the mesh follows pose and expression; the flow steadies it
+                from dfpipe.pipeline.synth.motion import FlowFollow
+
+                return FlowFollow(mesh_swap, refresh=1.0 - config.follow_motion)
+            return mesh_swap
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
+
+        job.note["geometry"] = "landmarks"
 
         face, lm = _identity_face(ds, job.pair.source)
         swap = SwapGenerator(face, lm, config.transform)
@@ -284,9 +318,9 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     rows = _track_rows(ds, job.pair.target)
     if not rows:
         raise ItemError("bad_input", f"track {job.pair.target.track_id} of {job.pair.target.video_id} has no faces")
-    plan = plan_track(rows, config.per_video, config.smooth)
     video_path = ds / job.frames_row["path"]
     info = probe(video_path)
+    plan = plan_track(rows, config.per_video, config.smooth, info.n_frames)
     crop_size = int(rows[0]["size"])
     rng = np.random.default_rng(job.seed)
     generator = _generator(job, config, ds, plan, crop_size, rng)
@@ -302,9 +336,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
 
     def fake_frames():
         nonlocal n_written
-        for frame in iter_frames(video_path):
-            if frame.index >= plan.end:
-                return
+        for frame in iter_frames(video_path):  # every frame: the fake is as long as its real video
             image = frame.image
             if frame.index in plan.landmarks:
                 image, mask = composer(image, frame.index, plan.landmarks[frame.index])
@@ -318,7 +350,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     # lossless whatever the preset: the fastest one only costs disk
     write_video(fake_frames(), lossless, fps=info.fps, crf=crf_for_quality("c0"), preset="veryfast")
     try:
-        if n_written != plan.end:
+        if n_written < plan.end:
             raise ItemError("truncated", f"{video_path} ended after {n_written} frames; the fake needs {plan.end}")
         video_rows, face_rows = [], []
         for quality in config.qualities:

@@ -1,20 +1,36 @@
 """Which real faces become fakes: tracks of the real dataset, and source/target pairs.
 
-A pair takes its target (the video and track whose frames are changed) and its source (the
-identity pasted in) from different real videos, drawn reproducibly from the seed; a CSV
-file can fix the pairs instead.
+Only videos labelled real are used (an unlabelled dataset is refused: a swap of an unknown
+video could be a fake of a fake). A pair takes its target (the video and track whose frames
+are changed) and its source (the identity pasted in) from different real videos and, when
+face descriptors are available (synth/identities.py), different people: `random` draws
+them reproducibly from the seed, `similar` gives each target the nearest-looking other
+person (as DFDC paired its actors), and a CSV file (`file`) can fix the pairs instead.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+
+if TYPE_CHECKING:
+    from dfpipe.pipeline.synth.identities import Identities
+
+log = logging.getLogger(__name__)
+
+HOW_TO_LABEL = (
+    "label the videos at ingest: `dfpipe ingest list LISTING.csv --out DS` with a `label` column "
+    "(real / fake), or ingest a public dataset layout (`dfpipe ingest ff++|dfdc|celebdf ROOT --out DS`), "
+    "then `dfpipe extract DS`"
+)
 
 
 @dataclass(frozen=True)
@@ -30,9 +46,21 @@ class Pair:
 
 
 def real_videos(root: str | Path) -> dict[str, dict]:
-    """videos rows of the dataset usable as targets/sources: extracted, not fake."""
-    rows = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
-    return {r["video_id"]: r for r in rows if r["status"] == "ok" and r.get("label") != "fake"}
+    """videos rows of the dataset usable as targets/sources: extracted and labelled real.
+
+    Raises ValueError, saying how to label them, when extracted videos exist but none is
+    labelled real and some are unlabelled ("unknown", e.g. a folder extracted directly)."""
+    rows = [r for r in read_table(root, "videos", VIDEOS_SCHEMA).to_pylist() if r["status"] == "ok"]
+    real = {r["video_id"]: r for r in rows if r.get("label") == "real"}
+    unknown = sum(1 for r in rows if r.get("label") not in ("real", "fake"))
+    if not real and unknown:
+        raise ValueError(
+            f"{root}: no video is labelled real ({unknown} unlabelled): synthesize only uses faces of real "
+            f"videos; {HOW_TO_LABEL}"
+        )
+    if unknown:
+        log.warning("%s: %d unlabelled video(s) are not used as sources or targets", root, unknown)
+    return real
 
 
 def track_sizes(root: str | Path, video_ids: set[str]) -> dict[TrackRef, int]:
@@ -56,25 +84,50 @@ def main_tracks(sizes: dict[TrackRef, int]) -> dict[str, TrackRef]:
     return best
 
 
-def random_pairs(sizes: dict[TrackRef, int], n: int, seed: int, min_faces: int = 2) -> list[Pair]:
-    """Up to `n` distinct (target, source) pairs from different videos, reproducible from `seed`.
-
-    Targets are drawn in a seeded order over all usable tracks, cycling when n exceeds
-    them; each gets a random source track of another video."""
+def _usable(sizes: dict[TrackRef, int], min_faces: int) -> list[TrackRef]:
     tracks = sorted((r for r, k in sizes.items() if k >= min_faces), key=lambda r: (r.video_id, r.track_id))
     if len({r.video_id for r in tracks}) < 2:
         raise ValueError(
             f"swap needs tracks of at least two real videos with >= {min_faces} faces; the dataset has "
             f"{len({r.video_id for r in tracks})}"
         )
+    return tracks
+
+
+def _may_pair(target: TrackRef, source: TrackRef, identity: dict[TrackRef, int] | None) -> bool:
+    """Another video and, when identities are known, another person."""
+    if source.video_id == target.video_id:
+        return False
+    return identity is None or identity.get(source, -1) != identity.get(target, -2)
+
+
+def _check_identities(tracks: list[TrackRef], identity: dict[TrackRef, int] | None) -> None:
+    if identity is not None and len({identity.get(r) for r in tracks}) < 2:
+        raise ValueError(
+            f"all {len(tracks)} usable real tracks show one person (face descriptors): a swap needs two identities"
+        )
+
+
+def random_pairs(sizes: dict[TrackRef, int], n: int, seed: int, min_faces: int = 2,
+                 identity: dict[TrackRef, int] | None = None) -> list[Pair]:
+    """Up to `n` distinct (target, source) pairs from different videos, reproducible from `seed`.
+
+    Targets are drawn in a seeded order over all usable tracks, cycling when n exceeds
+    them; each gets a random source track of another video and, given `identity` (track ->
+    person, identities.py), of another person."""
+    tracks = _usable(sizes, min_faces)
+    _check_identities(tracks, identity)
     rng = np.random.default_rng(seed)
-    possible = sum(sum(1 for s in tracks if s.video_id != t.video_id) for t in tracks)
+    choices = {t: [s for s in tracks if _may_pair(t, s, identity)] for t in tracks}
+    possible = sum(len(c) for c in choices.values())
     pairs: list[Pair] = []
     seen: set[Pair] = set()
     while len(pairs) < min(n, possible):
         for i in rng.permutation(len(tracks)):
             target = tracks[i]
-            sources = [s for s in tracks if s.video_id != target.video_id]
+            sources = choices[target]
+            if not sources:
+                continue
             pair = Pair(target, sources[int(rng.integers(len(sources)))])
             if pair not in seen:
                 seen.add(pair)
@@ -82,6 +135,91 @@ def random_pairs(sizes: dict[TrackRef, int], n: int, seed: int, min_faces: int =
             if len(pairs) >= min(n, possible):
                 break
     return pairs
+
+
+def similar_pairs(sizes: dict[TrackRef, int], n: int, seed: int, ids: Identities,
+                  min_faces: int = 2) -> list[tuple[Pair, dict]]:
+    """Up to `n` pairs of look-alike different people, with a note of each pair's distances.
+
+    Each target's candidates (tracks of other videos and other identities) are ranked by
+    the look-alike cost of their identity (descriptor distance from the target to the
+    identity's mean descriptor, plus TONE_WEIGHT x the Lab distance of the skin tones), then
+    of the track itself; exact ties (to 1e-6) go by a seeded random key. Targets take turns
+    in a seeded order, each taking its next candidate: with n up to the number of targets,
+    every target gets the nearest other person."""
+    from dfpipe.pipeline.synth.identities import look_alike_cost, pair_distance
+
+    tracks = [t for t in _usable(sizes, min_faces) if t in ids.descriptors]
+    _check_identities(tracks, ids.identity)
+    rng = np.random.default_rng(seed)
+    members = ids.members()
+    centre = {i: (np.mean([ids.descriptors[r] for r in rs], axis=0), np.mean([ids.tones[r] for r in rs], axis=0))
+              for i, rs in members.items()}
+    ranked: dict[TrackRef, list[TrackRef]] = {}
+    for target in tracks:
+        sources = [s for s in tracks if _may_pair(target, s, ids.identity)]
+        ties = rng.random(len(sources))
+        keys = [(round(look_alike_cost(ids.descriptors[target], ids.tones[target], *centre[ids.identity[s]]), 6),
+                 round(look_alike_cost(ids.descriptors[target], ids.tones[target], ids.descriptors[s], ids.tones[s]), 6),
+                 tie) for s, tie in zip(sources, ties)]
+        ranked[target] = [s for _, s in sorted(zip(keys, sources), key=lambda ks: ks[0])]
+    order = [tracks[i] for i in rng.permutation(len(tracks))]
+    out: list[tuple[Pair, dict]] = []
+    for rank in range(max((len(r) for r in ranked.values()), default=0)):
+        for target in order:
+            if len(out) >= n:
+                return out
+            if rank < len(ranked[target]):
+                source = ranked[target][rank]
+                desc, tone = pair_distance(ids, target, source)
+                out.append((Pair(target, source), {
+                    "pairing": "similar", "descriptor_distance": round(desc, 4), "tone_distance": round(tone, 2),
+                    "source_rank": rank, "target_identity": ids.identity[target], "source_identity": ids.identity[source],
+                }))
+    return out
+
+
+def plan_pairs(ds: str | Path, sizes: dict[TrackRef, int], usable: dict[TrackRef, int], pairing: str,
+               n: int, seed: int, min_faces: int = 2,
+               pairs_file: str | Path | None = None) -> list[tuple[Pair | None, dict, str | None, list]]:
+    """The pairs of a swap / reenact run: (pair or None, note for the job, error or None,
+    the parts that key the job) for `pairing` random, similar or file.
+
+    `similar` needs the face descriptor (dlib) and raises ValueError without it; `random`
+    then falls back to pairing different videos only, and says so in the note."""
+    if pairing == "file":
+        return [(pair, {"pairing": "file", "pairs_row": i}, error, ["csv", i, row])
+                for i, (pair, row, error) in enumerate(read_pairs_csv(pairs_file, sizes))]
+    ids, why = _try_identities(ds, usable)
+    if pairing == "similar":
+        if ids is None:
+            raise ValueError(f"--pairing similar needs face descriptors: {why}")
+        return [(pair, note, None, [pair.target, pair.source]) for pair, note in similar_pairs(usable, n, seed, ids, min_faces)]
+    note: dict = {"pairing": "random", "identities": "descriptors" if ids else f"none ({why}): sources only from other videos"}
+    if ids is None:
+        log.warning("random pairing without face descriptors (%s): one person's several videos may be paired", why)
+    out = []
+    for pair in random_pairs(usable, n, seed, min_faces, ids.identity if ids else None):
+        extra = {"descriptor_distance": round(_distance(ids, pair), 4)} if ids else {}
+        out.append((pair, {**note, **extra}, None, [pair.target, pair.source]))
+    return out
+
+
+def _distance(ids: Identities, pair: Pair) -> float:
+    from dfpipe.pipeline.synth.identities import pair_distance
+
+    return pair_distance(ids, pair.target, pair.source)[0]
+
+
+def _try_identities(ds: str | Path, usable: dict[TrackRef, int]) -> tuple[Identities | None, str | None]:
+    """The identities of the usable tracks, or None and why (dlib or its weights missing)."""
+    from dfpipe.pipeline.synth.identities import identities
+    from dfpipe.runtime.weights import WeightsError
+
+    try:
+        return identities(ds, usable), None
+    except (ImportError, WeightsError) as exc:
+        return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def read_pairs_csv(path: str | Path, sizes: dict[TrackRef, int]) -> list[tuple[Pair | None, dict, str | None]]:

@@ -1,0 +1,147 @@
+"""Mesh swap: the source person's face rendered in the target's pose and expression.
+
+FF++'s graphics-based FaceSwap fits a 3D face to both people and renders the source's
+texture in the target's pose; with a Face Mesh on both faces the same needs no fitting.
+Each target frame gets its own mesh (Face Mesh on the frame, in the region of the track's
+box), lightly smoothed over time; the source's frontal crop is warped onto it triangle by
+triangle (`meshwarp.py`), so the swapped face opens its mouth, blinks and turns with the
+target. Where the source has nothing to give, the target keeps its own pixels: the mouth
+opening (teeth, tongue), and the eyes when the source's are shut and the target's open.
+The blend mask is drawn from the target's mesh, inside the face outline and inside the
+warped source face, so no pixel from around the source face comes along.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from dfpipe.pipeline.faces.topology import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_INNER, outline
+from dfpipe.pipeline.synth.meshwarp import mesh_triangles, warp_to_mesh
+
+#: share of the new mesh in the running average over frames (1 = no smoothing)
+MESH_SMOOTHING = 0.6
+#: the blend mask stays this share of the face's size inside the outline (the jaw line,
+#: where background meets the face, is the target's)
+INSET = 0.04
+#: the outline is pulled this far towards the face's centre before it is filled
+SHRINK = 0.9
+#: feather of the mask edge, as a share of the face's size
+FEATHER = 0.035
+#: the mask stops this share of the face's size above the brow tops: higher up, the mesh
+#: outline reaches into the forehead, where a source's fringe or hairline would come along
+#: (a fringe often starts right above the brows); the forehead stays the target's
+FOREHEAD = 0.02
+#: a source eye shut below this share of the target's opening takes the target's eye
+EYE_OPEN_RATIO = 0.6
+
+
+def eye_opening(mesh: np.ndarray) -> tuple[float, float]:
+    """Lid distance over eye width of the image-left and image-right eyes."""
+    m = np.asarray(mesh, np.float64)[:, :2]
+
+    def ratio(top: int, bottom: int, a: int, b: int) -> float:
+        return float(np.linalg.norm(m[top] - m[bottom]) / max(np.linalg.norm(m[a] - m[b]), 1e-6))
+
+    return ratio(159, 145, 33, 133), ratio(386, 374, 362, 263)
+
+
+def face_size(mesh: np.ndarray) -> float:
+    """Outer eye corners to chin: a scale of the face in pixels."""
+    m = np.asarray(mesh, np.float64)[:, :2]
+    return float(np.linalg.norm(m[33] - m[263]) + np.linalg.norm((m[33] + m[263]) / 2 - m[152]))
+
+
+@lru_cache(maxsize=1)
+def _opening_triangles() -> dict[str, np.ndarray]:
+    """Triangles spanning the mouth opening and each eye opening (all corners on the ring)."""
+    tri = mesh_triangles()
+    return {name: np.isin(tri, ring).all(axis=1)
+            for name, ring in (("mouth", LIPS_INNER), ("eye_left", EYE_IMAGE_LEFT), ("eye_right", EYE_IMAGE_RIGHT))}
+
+
+def blend_mask(mesh: np.ndarray, shape: tuple[int, ...], holes: list[tuple[int, ...]]) -> np.ndarray:
+    """uint8 soft mask: the face outline of `mesh`, inset and feathered, without the
+    polygons of `holes` (rings of mesh points)."""
+    size = face_size(mesh)
+    pts = np.asarray(mesh, np.float64)[:, :2]
+    hard = np.zeros(shape[:2], np.uint8)
+    ring = pts[list(outline())]
+    centre = pts[[1, 168]].mean(0)  # between the nose tip and the bridge
+    ring = centre + SHRINK * (ring - centre)  # off the temples and jaw, where hair and background meet the face
+    cv2.fillPoly(hard, [np.rint(ring * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    inset = max(1, int(round(INSET * size)))
+    hard = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inset + 1,) * 2))
+    for ring in holes:
+        cv2.fillPoly(hard, [np.rint(pts[list(ring)] * 16).astype(np.int32)], 0, cv2.LINE_AA, shift=4)
+    _cut_forehead(hard, pts, size)
+    sigma = max(1.0, FEATHER * size)
+    soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), sigma)
+    # keep the soft edge inside the hard region: fully opaque deep inside, 0 at the outline
+    return np.clip(np.minimum(soft * 2.0 - 255.0, hard.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def _cut_forehead(mask: np.ndarray, pts: np.ndarray, size: float) -> None:
+    """Zero `mask` above a line parallel to the eyes, FOREHEAD x size above the brow tops."""
+    eyes = pts[263] - pts[33]
+    up = np.array([eyes[1], -eyes[0]]) / max(np.linalg.norm(eyes), 1e-6)  # perpendicular, towards the forehead
+    if np.dot(pts[10] - pts[152], up) < 0:
+        up = -up
+    brow_top = max(np.dot(pts[i], up) for i in (105, 334, 66, 296))
+    limit = brow_top + FOREHEAD * size
+    ys, xs = np.nonzero(mask)
+    if len(xs):
+        above = xs * up[0] + ys * up[1] > limit
+        mask[ys[above], xs[above]] = 0
+
+
+class MeshSwapGenerator:
+    """Renders one source face (a crop and its mesh in crop pixels) onto each target frame.
+
+    `boxes` and the caller's landmarks of each target frame place the Face Mesh region
+    (`mesher`: a `FaceMesher`); frames come in order, so the mesh is smoothed over time.
+    Returns (fake foreground, uint8 soft blend mask) as the Composer's generators do.
+    """
+
+    name = "swap"
+    mask_from_generator = True
+
+    def __init__(self, source: np.ndarray, source_mesh: np.ndarray, boxes: dict[int, np.ndarray], mesher,
+                 smoothing: float = MESH_SMOOTHING) -> None:
+        self.source = np.ascontiguousarray(source[..., :3])
+        self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
+        self.boxes = boxes
+        self.mesher = mesher
+        self.smoothing = smoothing
+        self._source_eyes = eye_opening(self.source_mesh)
+
+        self._previous: tuple[int, np.ndarray] | None = None
+        self.last_mesh: np.ndarray | None = None
+
+    def target_mesh(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> np.ndarray:
+        """The target's mesh in this frame, averaged with the previous frame's."""
+        box = np.asarray(self.boxes[frame_index], np.float64).reshape(1, 4)
+        points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
+        mesh = points[0].astype(np.float64)
+        prev = self._previous
+        if prev is not None and prev[0] == frame_index - 1:
+            mesh = self.smoothing * mesh + (1.0 - self.smoothing) * prev[1]
+        self._previous = (frame_index, mesh)
+        return mesh
+
+    def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mesh = self.target_mesh(frame, frame_index, landmarks)
+        self.last_mesh = mesh
+        openings = _opening_triangles()
+        keep = ~openings["mouth"]
+        holes: list[tuple[int, ...]] = [LIPS_INNER]
+        for i, (name, ring) in enumerate((("eye_left", EYE_IMAGE_LEFT), ("eye_right", EYE_IMAGE_RIGHT))):
+            if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
+                keep &= ~openings[name]
+                holes.append(ring)
+        fg, valid = warp_to_mesh(self.source, self.source_mesh, mesh, frame.shape, keep)
+        inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
+        mask = np.minimum(blend_mask(mesh, frame.shape, holes), inside)
+        return fg, mask
