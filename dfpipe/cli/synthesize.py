@@ -38,7 +38,8 @@ def synthesize(
     region: str = option(CONFIG, "region", help="Mask region: full, no_forehead or inner."),
     mask_warp: str = option(CONFIG, "mask_warp", help="Mask deformation: elastic, piecewise or none."),
     deform: bool = option(CONFIG, "deform", help="Deform the landmark mask (erode/dilate, blur, blend ratio) as SBI does."),
-    transform: str = option(CONFIG, "transform", help="Swap warp from source to target landmarks: similarity or affine."),
+    geometry: str = option(CONFIG, "geometry", help="What places a swapped face: mesh (the donor's face rendered on each target frame's face mesh, following its pose and expression; needs faces extracted with a mesh) or landmarks (one still crop moved by the 5 points)."),
+    transform: str = option(CONFIG, "transform", help="5-point swap (--geometry landmarks) warp from source to target landmarks: similarity or affine."),
     smooth: float = option(CONFIG, "smooth", help="Sigma, in frames, of the temporal smoothing of target landmarks (0 = off)."),
     follow_motion: float = option(
         CONFIG, "follow_motion", help="Share of a swapped face carried along the real video's optical flow each frame "
@@ -64,7 +65,7 @@ def synthesize(
     pairs_file, from_generator, harmonizer = (str(p) if p else None for p in (pairs_file, from_generator, harmonizer))
     try:
         config = SynthConfig(
-            method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, pairing=pairing, pairs_file=pairs_file,
+            method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, pairing=pairing, pairs_file=pairs_file, geometry=geometry,
             per_video=per_video, seed=seed, region=region, mask_warp=mask_warp, deform=deform, transform=transform,
             smooth=smooth, follow_motion=follow_motion, from_generator=from_generator, harmonizer=harmonizer,
             device=device, include_reals=include_reals,

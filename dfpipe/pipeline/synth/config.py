@@ -34,7 +34,7 @@ class SynthConfig:
 
     method: str = "swap"
     blend: str = "alpha"
-    colour: str = "none"
+    colour: str = "auto"  # auto = lct for swaps (a donor's skin under the target's light), none otherwise
     qualities: tuple[str, ...] = ("c23",)
     pairs: int = 10
     per_video: int | None = None
@@ -58,9 +58,11 @@ class SynthConfig:
     def __post_init__(self) -> None:
         # `--blend rct` (the spelling): colour transfer rct, then an alpha blend
         if self.blend in COLOUR_MODES and self.blend != "none":
-            if self.colour not in ("none", self.blend):
+            if self.colour not in ("auto", "none", self.blend):
                 raise ValueError(f"--blend {self.blend} is a colour mode, and --colour {self.colour} asks another")
             self.colour, self.blend = self.blend, "alpha"
+        if self.colour == "auto":
+            self.colour = "lct" if self.method in ("swap", "reenact") and not self.from_generator else "none"
         self.qualities = tuple(dict.fromkeys(self.qualities))
         _check("method", self.method, METHODS)
         if self.pairs_file and self.pairing == "random":

@@ -211,12 +211,12 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
             from dfpipe.pipeline.synth.meshswap import MeshSwapGenerator
 
             job.note["geometry"] = "mesh"
-            mesh_swap = MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device))
-            if config.follow_motion > 0:  # the mesh follows pose and expression; the flow steadies it
-                from dfpipe.pipeline.synth.motion import FlowFollow
-
-                return FlowFollow(mesh_swap, refresh=1.0 - config.follow_motion)
-            return mesh_swap
+            target_meshes = [np.asarray(r["mesh"], np.float64).reshape(-1, 3) for r in plan.rows.values()
+                             if r.get("mesh") is not None]
+            # no flow following: the mesh itself follows pose and expression, and mixing in the
+            # previous frame carried along the flow left ghosts of the eyes and mouth
+            return MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device),
+                                     target_meshes=target_meshes)
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
 
@@ -383,6 +383,7 @@ def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan
             continue
         crop = warp_crop(frame.image, row["matrix"], crop_size)
         out.append({
+            **_own_geometry(frame.image, row, config),
             **{k: row[k] for k in ("track_id", "shot_id", "score", "x1", "y1", "x2", "y2", "landmarks", "matrix", "crop", "size")},
             "face_id": face_id(vid, frame.index, row["track_id"]),
             "video_id": vid,
@@ -396,6 +397,18 @@ def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan
             "split": split,
         })
     return out
+
+
+def _own_geometry(image: np.ndarray, row: dict, config: SynthConfig) -> dict:
+    """The fake face's own mesh and head pose (Face Mesh on the fake frame, in the target
+    row's region), when the target has a mesh: the pose and expression metrics compare them."""
+    if row.get("mesh") is None:
+        return {}
+    from dfpipe.pipeline.faces.rows import geometry_columns
+
+    box = np.array([row["x1"], row["y1"], row["x2"], row["y2"]], np.float64).reshape(1, 4)
+    points, scores = _mesher(config.device).mesh(image, box, np.asarray(row["landmarks"], np.float64).reshape(1, 5, 2))
+    return geometry_columns(points[0], float(scores[0]), image.shape)
 
 
 def _video_row(job: FakeJob, config: SynthConfig, quality: str, path: Path, plan: TrackPlan, n_faces: int) -> dict:

@@ -27,13 +27,15 @@ MESH_SMOOTHING = 0.6
 #: where background meets the face, is the target's)
 INSET = 0.04
 #: the outline is pulled this far towards the face's centre before it is filled
-SHRINK = 0.9
+SHRINK = 0.97
 #: feather of the mask edge, as a share of the face's size
 FEATHER = 0.035
 #: the mask stops this share of the face's size above the brow tops: higher up, the mesh
 #: outline reaches into the forehead, where a source's fringe or hairline would come along
 #: (a fringe often starts right above the brows); the forehead stays the target's
 FOREHEAD = 0.02
+#: how much of the donor's face shape the swapped face takes (1 = all of it, 0 = the target's)
+SHAPE = 1.0
 #: a source eye shut below this share of the target's opening takes the target's eye
 EYE_OPEN_RATIO = 0.6
 
@@ -97,6 +99,32 @@ def _cut_forehead(mask: np.ndarray, pts: np.ndarray, size: float) -> None:
         mask[ys[above], xs[above]] = 0
 
 
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """3x3 least-squares similarity (homogeneous) taking 2D points `src` onto `dst`."""
+    from skimage.transform import SimilarityTransform
+
+    tform = SimilarityTransform.from_estimate(src, dst)
+    if not tform:
+        raise ValueError("degenerate mesh: no similarity transform")
+    return np.asarray(tform.params, np.float64)
+
+
+def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def normalised(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(468 x 2 points with pose in the image plane removed, the 3x3 similarity that did
+    it): the rigid points fitted onto the canonical face seen frontally."""
+    from dfpipe.pipeline.faces.align import RIGID_MESH_POINTS
+    from dfpipe.pipeline.faces.topology import frontal_points
+
+    pts = np.asarray(mesh, np.float64)[:, :2]
+    rigid = list(RIGID_MESH_POINTS)
+    m = _similarity(pts[rigid], frontal_points()[rigid])
+    return _apply(m, pts), m
+
+
 class MeshSwapGenerator:
     """Renders one source face (a crop and its mesh in crop pixels) onto each target frame.
 
@@ -109,13 +137,20 @@ class MeshSwapGenerator:
     mask_from_generator = True
 
     def __init__(self, source: np.ndarray, source_mesh: np.ndarray, boxes: dict[int, np.ndarray], mesher,
-                 smoothing: float = MESH_SMOOTHING) -> None:
+                 smoothing: float = MESH_SMOOTHING, target_meshes: list[np.ndarray] | None = None,
+                 shape: float = SHAPE) -> None:
         self.source = np.ascontiguousarray(source[..., :3])
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
         self.boxes = boxes
         self.mesher = mesher
         self.smoothing = smoothing
         self._source_eyes = eye_opening(self.source_mesh)
+        # identity shape: the donor's face shape, the target's expression (its offsets from its
+        # own mean shape over the track); `shape` 0 keeps the target's shape
+        self.shape = shape if target_meshes else 0.0
+        self._donor_shape = normalised(self.source_mesh)[0]
+        self._target_mean = (np.mean([normalised(m)[0] for m in target_meshes], axis=0)
+                             if target_meshes else None)
 
         self._previous: tuple[int, np.ndarray] | None = None
         self.last_mesh: np.ndarray | None = None
@@ -141,7 +176,20 @@ class MeshSwapGenerator:
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
                 keep &= ~openings[name]
                 holes.append(ring)
-        fg, valid = warp_to_mesh(self.source, self.source_mesh, mesh, frame.shape, keep)
+        dst = self.with_donor_shape(mesh)
+        fg, valid = warp_to_mesh(self.source, self.source_mesh, dst, frame.shape, keep)
         inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
-        mask = np.minimum(blend_mask(mesh, frame.shape, holes), inside)
+        # inside both outlines: the target's (its jaw line and background stay) and the moved one
+        mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, holes), blend_mask(dst, frame.shape, holes)), inside)
         return fg, mask
+
+    def with_donor_shape(self, mesh: np.ndarray) -> np.ndarray:
+        """The target's mesh with the donor's face shape: donor shape + the target's
+        expression offsets, placed back in the target's pose (z kept for drawing order)."""
+        if not self.shape:
+            return mesh
+        norm, m = normalised(mesh)
+        moved = norm + self.shape * (self._donor_shape - self._target_mean)
+        out = np.array(mesh, np.float64, copy=True)
+        out[:, :2] = _apply(np.linalg.inv(m), moved)
+        return out

@@ -1,0 +1,133 @@
+"""The mesh swap on real faces: 4 seconds of the shared FF++ newsreader talking (target)
+and a public-domain donor (skimage's astronaut, zoomed with ffmpeg)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from dfpipe.manifests.parts import read_table
+from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.pipeline.synth import SynthConfig, synthesize
+from dfpipe.pipeline.video.decode import iter_frames, probe
+from dfpipe.pipeline.video.writing import ffmpeg_exe
+
+pytestmark = pytest.mark.slow
+N_FRAMES = 100
+
+
+@pytest.fixture(scope="module")
+def reals(tmp_path_factory, real_video, retinaface_weights):
+    import skimage.data
+
+    from dfpipe.pipeline.faces import ExtractConfig, extract
+    from dfpipe.pipeline.ingest import ingest
+
+    root = tmp_path_factory.mktemp("meshswap")
+    ff = ffmpeg_exe()
+    subprocess.run([ff, "-loglevel", "error", "-i", str(real_video), "-frames:v", str(N_FRAMES), "-c:v", "libx264",
+                    "-crf", "18", "-an", str(root / "news.mp4")], check=True)
+    still = root / "astronaut.png"
+    cv2.imwrite(str(still), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    zoom = "zoompan=z='1+0.002*on':x='iw/2-(iw/zoom/2)':y='ih/4-(ih/zoom/4)':d=25:s=512x512:fps=25"
+    subprocess.run([ff, "-loglevel", "error", "-loop", "1", "-i", str(still), "-vf", zoom, "-frames:v", "25",
+                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(root / "astro.mp4")], check=True)
+    (root / "listing.csv").write_text(f"path,label\n{root / 'news.mp4'},real\n{root / 'astro.mp4'},real\n")
+    ds = root / "DS"
+    ingest("list", root / "listing.csv", ds)
+    assert extract([ds], None, ExtractConfig(every=5, keep="main", size=256), workers=0, progress=False).n_ok == 2
+    return ds
+
+
+def _ids(ds):
+    videos = read_table(ds, "videos", VIDEOS_SCHEMA).to_pandas()
+    news = videos[videos.path.str.contains("news")].video_id.iloc[0]
+    astro = videos[videos.path.str.contains("astro")].video_id.iloc[0]
+    return news, astro
+
+
+@pytest.fixture(scope="module")
+def fakes(reals, tmp_path_factory):
+    """{geometry: (DS2, path of the lossless fake)} for the mesh swap and the 5-point paste."""
+    news, astro = _ids(reals)
+    pairs = tmp_path_factory.mktemp("pairs") / "pairs.csv"
+    pairs.write_text(f"target_video_id,source_video_id\n{news},{astro}\n")
+    out = {}
+    for geometry in ("mesh", "landmarks"):
+        ds2 = pairs.parent / geometry
+        config = SynthConfig(pairs_file=str(pairs), qualities=("c0",), colour="lct", geometry=geometry)
+        assert synthesize(reals, ds2, config, workers=0, progress=False).n_ok == 1
+        (row,) = read_table(ds2, "videos", VIDEOS_SCHEMA).to_pandas().query("label == 'fake'").to_dict("records")
+        out[geometry] = (ds2, ds2 / row["path"], row)
+    return out
+
+
+def _mouth_opening(video, boxes: dict, landmarks: dict) -> np.ndarray:
+    """Inner-lip gap over the face's size, per frame, from Face Mesh on the frames."""
+    from dfpipe.pipeline.faces.mesh import FaceMesher
+
+    mesher = FaceMesher()
+    out = []
+    for frame in iter_frames(video):
+        if frame.index not in boxes:
+            continue
+        pts, _ = mesher.mesh(frame.image, boxes[frame.index][None], landmarks[frame.index][None])
+        m = pts[0]
+        out.append(np.linalg.norm(m[13, :2] - m[14, :2]) / np.linalg.norm(m[33, :2] - m[263, :2]))
+    return np.array(out)
+
+
+def test_the_swapped_mouth_follows_the_target_and_the_still_paste_does_not(reals, fakes):
+    news, _ = _ids(reals)
+    rows = read_table(reals, "faces", FACES_SCHEMA, columns=["video_id", "frame_index", "x1", "y1", "x2", "y2",
+                                                                 "landmarks"]).to_pandas()
+    rows = rows[rows.video_id == news]
+    boxes = {r.frame_index: np.array([r.x1, r.y1, r.x2, r.y2]) for r in rows.itertuples()}
+    lms = {r.frame_index: np.asarray(r.landmarks).reshape(5, 2) for r in rows.itertuples()}
+    real = _mouth_opening(reals / read_table(reals, "videos", VIDEOS_SCHEMA).to_pandas().set_index("video_id").loc[news, "path"],
+                          boxes, lms)
+    assert real.max() - real.min() > 0.05  # he talks: the mouth opens and closes
+    corr = {g: np.corrcoef(real, _mouth_opening(path, boxes, lms))[0, 1] for g, (_, path, _) in fakes.items()}
+    assert corr["mesh"] >= 0.9, corr
+    assert corr["landmarks"] < corr["mesh"] - 0.2, corr
+
+
+def test_the_fake_has_every_frame_and_only_the_face_changes(reals, fakes):
+    news, _ = _ids(reals)
+    real_path = reals / read_table(reals, "videos", VIDEOS_SCHEMA).to_pandas().set_index("video_id").loc[news, "path"]
+    ds2, path, row = fakes["mesh"]
+    assert probe(path).n_frames == probe(real_path).n_frames == row["n_frames"] == N_FRAMES
+    faces = read_table(ds2, "faces", FACES_SCHEMA).to_pandas()
+    from dfpipe.manifests.codec import decode_mask
+
+    masks = {r.frame_index: decode_mask(r.mask) for r in faces.itertuples() if r.label == "fake"}
+    matrices = {r.frame_index: np.asarray(r.matrix).reshape(2, 3) for r in faces.itertuples() if r.label == "fake"}
+    outside, inside = [], []
+    for a, b in zip(iter_frames(real_path), iter_frames(path)):
+        if a.index not in masks:
+            continue
+        crop_a = cv2.warpAffine(a.image, matrices[a.index], (256, 256)).astype(float)
+        crop_b = cv2.warpAffine(b.image, matrices[a.index], (256, 256)).astype(float)
+        grown = cv2.dilate(masks[a.index], np.ones((9, 9), np.uint8)) > 0
+        diff = np.abs(crop_a - crop_b).mean(-1)
+        outside.append(diff[~grown].mean())
+        inside.append(diff[masks[a.index] > 200].mean())
+    assert np.mean(outside) < 1.5, outside  # lossless fake: the real frame outside the mask
+    assert np.mean(inside) > 8.0, inside
+
+
+def test_the_swap_looks_like_the_donor_and_stays_steady(reals, fakes):
+    pytest.importorskip("dlib")
+    from dfpipe.pipeline.quality import QualityConfig, read_quality, score_quality
+
+    ds2, _, _ = fakes["mesh"]
+    score_quality(ds2, QualityConfig(metrics=("mask_ssim", "ewarp", "identity", "pose")), workers=0, progress=False)
+    frames, videos = read_quality(ds2)
+    fake = frames[frames.label == "fake"]
+    assert (fake.id_to_source < fake.id_to_target).mean() >= 0.8, fake[["id_to_source", "id_to_target"]]
+    assert fake.pose_error.mean() < 5.0
+    v = videos.set_index("label")
+    assert v.loc["fake", "ewarp"] <= 1.2 * videos[videos.label == "real"].ewarp.max(), videos[["label", "ewarp"]]
