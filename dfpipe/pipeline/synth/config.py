@@ -35,6 +35,7 @@ class SynthConfig:
     method: str = "swap"
     blend: str = "alpha"
     colour: str = "auto"  # auto = lct for swaps (a donor's skin under the target's light), none otherwise
+    # (a reenactment moves the target's own pixels)
     qualities: tuple[str, ...] = ("c23",)
     pairs: int = 10
     per_video: int | None = None
@@ -62,7 +63,7 @@ class SynthConfig:
                 raise ValueError(f"--blend {self.blend} is a colour mode, and --colour {self.colour} asks another")
             self.colour, self.blend = self.blend, "alpha"
         if self.colour == "auto":
-            self.colour = "lct" if self.method in ("swap", "reenact") and not self.from_generator else "none"
+            self.colour = "lct" if self.method == "swap" and not self.from_generator else "none"
         self.qualities = tuple(dict.fromkeys(self.qualities))
         _check("method", self.method, METHODS)
         if self.pairs_file and self.pairing == "random":

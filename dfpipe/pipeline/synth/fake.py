@@ -205,6 +205,20 @@ def _mesher(device: str):
 
 def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, crop_size: int,
                rng: np.random.Generator) -> Generator:
+    if config.method == "reenact":
+        if not plan.has_mesh:
+            raise ItemError("bad_input", f"--method reenact needs faces with a face mesh: {job.pair.target.video_id} "
+                                         "was extracted with --mesh none (extract it again)")
+        from dfpipe.pipeline.synth.reenact import ReenactGenerator, SourceExpression
+
+        try:
+            expression = SourceExpression(_track_rows(ds, job.pair.source, with_images=True),
+                                          ds / job.identity_row["path"], _mesher(config.device))
+        except ValueError as exc:
+            raise ItemError("bad_input", f"expression source {job.pair.source.video_id}: {exc}") from exc
+        target_meshes = [np.asarray(r["mesh"], np.float64).reshape(-1, 3) for r in plan.rows.values()
+                         if r.get("mesh") is not None]
+        return ReenactGenerator(expression, target_meshes, plan.boxes, _mesher(config.device), plan.first)
     if config.method == "swap" and config.geometry == "mesh" and plan.has_mesh:
         source = _source_mesh_face(ds, job.pair.source)
         if source is not None:
@@ -313,7 +327,7 @@ def _base_row(job: FakeJob, config: SynthConfig, quality: str) -> dict[str, Any]
 def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[dict], list[dict]]:
     if job.frames_row is None:
         raise ItemError("source_missing", f"real video {job.pair.target.video_id} is not in {ds}")
-    if config.method == "swap" and job.identity_row is None:
+    if config.method in ("swap", "reenact") and job.identity_row is None:
         raise ItemError("source_missing", f"identity donor {job.pair.source.video_id} is not in {ds}")
     rows = _track_rows(ds, job.pair.target)
     if not rows:

@@ -125,6 +125,27 @@ def normalised(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _apply(m, pts), m
 
 
+class FrameMesh:
+    """A target track's Face Mesh frame by frame (frames in order): `boxes` and the caller's
+    landmarks place the region, and each mesh is averaged with the previous frame's."""
+
+    def __init__(self, boxes: dict[int, np.ndarray], mesher, smoothing: float = MESH_SMOOTHING) -> None:
+        self.boxes = boxes
+        self.mesher = mesher
+        self.smoothing = smoothing
+        self._previous: tuple[int, np.ndarray] | None = None
+
+    def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> np.ndarray:
+        box = np.asarray(self.boxes[frame_index], np.float64).reshape(1, 4)
+        points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
+        mesh = points[0].astype(np.float64)
+        prev = self._previous
+        if prev is not None and prev[0] == frame_index - 1:
+            mesh = self.smoothing * mesh + (1.0 - self.smoothing) * prev[1]
+        self._previous = (frame_index, mesh)
+        return mesh
+
+
 class MeshSwapGenerator:
     """Renders one source face (a crop and its mesh in crop pixels) onto each target frame.
 
@@ -141,9 +162,7 @@ class MeshSwapGenerator:
                  shape: float = SHAPE) -> None:
         self.source = np.ascontiguousarray(source[..., :3])
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
-        self.boxes = boxes
-        self.mesher = mesher
-        self.smoothing = smoothing
+        self.target_mesh = FrameMesh(boxes, mesher, smoothing)
         self._source_eyes = eye_opening(self.source_mesh)
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
@@ -152,23 +171,9 @@ class MeshSwapGenerator:
         self._target_mean = (np.mean([normalised(m)[0] for m in target_meshes], axis=0)
                              if target_meshes else None)
 
-        self._previous: tuple[int, np.ndarray] | None = None
-        self.last_mesh: np.ndarray | None = None
-
-    def target_mesh(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> np.ndarray:
-        """The target's mesh in this frame, averaged with the previous frame's."""
-        box = np.asarray(self.boxes[frame_index], np.float64).reshape(1, 4)
-        points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
-        mesh = points[0].astype(np.float64)
-        prev = self._previous
-        if prev is not None and prev[0] == frame_index - 1:
-            mesh = self.smoothing * mesh + (1.0 - self.smoothing) * prev[1]
-        self._previous = (frame_index, mesh)
-        return mesh
 
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mesh = self.target_mesh(frame, frame_index, landmarks)
-        self.last_mesh = mesh
         openings = _opening_triangles()
         keep = ~openings["mouth"]
         holes: list[tuple[int, ...]] = [LIPS_INNER]
