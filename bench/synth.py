@@ -63,8 +63,13 @@ def make_reals(root: Path, frames: int) -> Path:
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-loop", "1", "-i", str(still), "-vf", zoom, "-frames:v",
                     str(frames), "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(clips / "astro.mp4")],
                    check=True)
+    from dfpipe.pipeline.ingest import ingest
+
     ds = root / "DS"
-    extract([clips], ds, ExtractConfig(keep="main"), workers=0, progress=False)
+    listing = root / "listing.csv"  # only videos labelled real are sources or targets
+    listing.write_text("path,label\n" + "".join(f"{p},real\n" for p in sorted(clips.glob("*.mp4"))))
+    ingest("list", listing, ds)
+    extract([ds], None, ExtractConfig(keep="main"), workers=0, progress=False)
     return ds
 
 
@@ -87,7 +92,24 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     matrices = {i: np.asarray(rows.loc[i].matrix).reshape(2, 3) for i in range(len(frames))}
     size = int(rows.iloc[0]["size"])
 
+    from dfpipe.pipeline.synth.fake import _mesher
+    from dfpipe.pipeline.synth.meshswap import MeshSwapGenerator
+    from dfpipe.pipeline.synth.reenact import ReenactGenerator, SourceExpression
+
+    mesh_donor = donor.sort_values("score").iloc[-1]
+    donor_mesh = np.asarray(mesh_donor.mesh, np.float64).reshape(-1, 3).copy()
+    donor_mesh[:, :2] = transform_points(donor_mesh[:, :2], mesh_donor.matrix)
+    donor_mesh[:, 2] *= np.sqrt(abs(np.linalg.det(np.asarray(mesh_donor.matrix).reshape(2, 3)[:, :2])))
+    boxes = {i: np.array([rows.loc[i].x1, rows.loc[i].y1, rows.loc[i].x2, rows.loc[i].y2]) for i in range(len(frames))}
+    target_meshes = [np.asarray(m, np.float64).reshape(-1, 3) for m in rows.mesh]
+    other = videos[videos.path.str.contains("real004_1")].iloc[0]
+    expression = SourceExpression(faces[faces.video_id == other.video_id].to_dict("records"), ds / other.path,
+                                  _mesher("cpu"))
+
     generators = {
+        "mesh swap": lambda: MeshSwapGenerator(decode_image(mesh_donor.image), donor_mesh, boxes, _mesher("cpu"),
+                                               target_meshes=target_meshes),
+        "reenact": lambda: ReenactGenerator(expression, target_meshes, boxes, _mesher("cpu"), 0),
         "swap (rigid)": lambda: SwapGenerator(src, src_lm),
         "swap (follow motion)": lambda: FlowFollow(SwapGenerator(src, src_lm), 0.2),
         "self-blend": lambda: SelfBlendGenerator(np.random.default_rng(0)),
@@ -95,6 +117,7 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     }
     configs = [(g, b, "none") for g in generators for b in ("none", "alpha", "poisson", "poisson-mixed")]
     configs += [("swap (follow motion)", "alpha", c) for c in ("rct", "lct", "mkl", "idt")]
+    configs += [("mesh swap", "alpha", "lct")]
     timings: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(repeats):
         for c in configs:
@@ -122,19 +145,46 @@ def srdf_table(ds: Path, tmp: Path) -> None:
     pairs = tmp / "pairs.csv"
     pairs.write_text(f"target_video_id,source_video_id\n{real},{donor}\n")
     print("\nSR-DF comparison (swap onto the FF++ cut, c23):")
-    print("| blend | colour | Mask-SSIM | Mask-SSIM inside | Ewarp | Ewarp / real |\n|---|---|---|---|---|---|")
-    modes = [("none", "none"), ("alpha", "none"), ("alpha", "rct"), ("alpha", "lct"), ("alpha", "mkl"),
-             ("alpha", "idt"), ("poisson", "none"), ("poisson-mixed", "none"), ("poisson", "lct")]
-    for blend_mode, colour in modes:
-        out = tmp / f"srdf-{blend_mode}-{colour}"
-        config = SynthConfig(blend=blend_mode, colour=colour, pairs_file=str(pairs), qualities=("c23",), seed=0)
+    print("| geometry | blend | colour | Mask-SSIM | Mask-SSIM inside | id to donor | id to target | id retrieval "
+          "| pose error | expression error | seam | Ewarp | Ewarp / real |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    modes = [("landmarks", "none", "none"), ("landmarks", "alpha", "none"), ("landmarks", "alpha", "lct"),
+             ("landmarks", "poisson", "none"), ("mesh", "none", "none"), ("mesh", "alpha", "none"),
+             ("mesh", "alpha", "rct"), ("mesh", "alpha", "lct"), ("mesh", "poisson", "none"), ("mesh", "poisson", "lct")]
+    metrics = ("mask_ssim", "ewarp", "identity", "pose", "expression", "seam")
+    for geometry, blend_mode, colour in modes:
+        out = tmp / f"srdf-{geometry}-{blend_mode}-{colour}"
+        config = SynthConfig(blend=blend_mode, colour=colour, pairs_file=str(pairs), qualities=("c23",), seed=0,
+                             geometry=geometry)
         synthesize(ds, out, config, workers=0, progress=False)
-        score_quality(out, QualityConfig(metrics=("mask_ssim", "ewarp")), workers=0, progress=False)
+        score_quality(out, QualityConfig(metrics=metrics), workers=0, progress=False)
         quality = read_quality(out)[1].set_index("video_id")
         fake, real_ewarp = quality[quality.label == "fake"].iloc[0], quality.loc[real].ewarp
-        print(f"| {blend_mode} | {colour} | {fake.mask_ssim:.4f} | {fake.mask_ssim_inside:.4f} | "
-              f"{fake.ewarp:.6f} | {fake.ewarp / real_ewarp:.2f} |")
+        print(f"| {geometry} | {blend_mode} | {colour} | {fake.mask_ssim:.4f} | {fake.mask_ssim_inside:.4f} | "
+              f"{fake.id_to_source:.3f} | {fake.id_to_target:.3f} | {fake.id_retrieval:.2f} | {fake.pose_error:.2f} | "
+              f"{fake.expression_error:.4f} | {fake.seam:.3f} | {fake.ewarp:.6f} | {fake.ewarp / real_ewarp:.2f} |")
     print(f"real video Ewarp: {real_ewarp:.6f}")
+    nt_reference(tmp, metrics)
+
+
+def nt_reference(tmp: Path, metrics: tuple[str, ...]) -> None:
+    """The shared NeuralTextures pair (a published reenactment) scored the same way."""
+    from dfpipe.pipeline.faces import ExtractConfig, extract
+    from dfpipe.pipeline.ingest import ingest
+    from dfpipe.pipeline.quality import QualityConfig, read_quality, score_quality
+
+    videos = SHARED / "data" / "videos"
+    listing = tmp / "nt.csv"
+    real, fake = videos / "ffpp_real_004.mp4", videos / "ffpp_fake_NeuralTextures_004_982.mp4"
+    listing.write_text(f"path,label,source,method\n{real},real,,\n{fake},fake,{real},NeuralTextures\n")
+    ds = tmp / "nt"
+    ingest("list", listing, ds)
+    extract([ds], None, ExtractConfig(every=10, keep="main"), workers=0, progress=False)
+    score_quality(ds, QualityConfig(metrics=metrics), workers=0, progress=False)
+    q = read_quality(ds)[1]
+    fake_row, real_row = q[q.label == "fake"].iloc[0], q[q.label == "real"].iloc[0]
+    print(f"NeuralTextures reference (FF++ c23, every 10th frame): Mask-SSIM {fake_row.mask_ssim:.4f}, "
+          f"id to target {fake_row.id_to_target:.3f}, pose error {fake_row.pose_error:.2f}, seam {fake_row.seam:.3f}, "
+          f"Ewarp {fake_row.ewarp:.6f} ({fake_row.ewarp / real_row.ewarp:.2f} x real)")
 
 
 def stage(ds: Path, tmp: Path, workers: int) -> tuple[float, int]:

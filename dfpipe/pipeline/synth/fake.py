@@ -216,21 +216,17 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
                                           ds / job.identity_row["path"], _mesher(config.device))
         except ValueError as exc:
             raise ItemError("bad_input", f"expression source {job.pair.source.video_id}: {exc}") from exc
-        target_meshes = [np.asarray(r["mesh"], np.float64).reshape(-1, 3) for r in plan.rows.values()
-                         if r.get("mesh") is not None]
-        return ReenactGenerator(expression, target_meshes, plan.boxes, _mesher(config.device), plan.first)
+        return ReenactGenerator(expression, plan.meshes, plan.boxes, _mesher(config.device), plan.first)
     if config.method == "swap" and config.geometry == "mesh" and plan.has_mesh:
         source = _source_mesh_face(ds, job.pair.source)
         if source is not None:
             from dfpipe.pipeline.synth.meshswap import MeshSwapGenerator
 
             job.note["geometry"] = "mesh"
-            target_meshes = [np.asarray(r["mesh"], np.float64).reshape(-1, 3) for r in plan.rows.values()
-                             if r.get("mesh") is not None]
             # no flow following: the mesh itself follows pose and expression, and mixing in the
             # previous frame carried along the flow left ghosts of the eyes and mouth
             return MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device),
-                                     target_meshes=target_meshes)
+                                     target_meshes=plan.meshes)
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
 

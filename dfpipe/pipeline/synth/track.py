@@ -35,6 +35,11 @@ class TrackPlan:
         return any(r.get("mesh") is not None for r in self.rows.values())
 
     @property
+    def meshes(self) -> list[np.ndarray]:
+        """The track's face meshes (468 x 3, frame pixels) at its sampled frames."""
+        return [np.asarray(r["mesh"], np.float64).reshape(-1, 3) for r in self.rows.values() if r.get("mesh") is not None]
+
+    @property
     def first(self) -> int:
         return min(self.landmarks)
 
