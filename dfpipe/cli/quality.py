@@ -83,13 +83,14 @@ def print_quality_table(table) -> None:
     from dfpipe.pipeline.quality.report import GROUP, SHORT, fmt
 
     rich_table = Table(title="dataset quality (means over videos)")
-    for col in table.columns:
-        if col in GROUP:  # names may wrap; figures never (a cut-off number misleads)
-            rich_table.add_column(SHORT.get(col, col), overflow="fold")
-        else:
-            rich_table.add_column(SHORT.get(col, col), justify="right", no_wrap=True, min_width=len(SHORT.get(col, col)))
+    groups = [c for c in table.columns if c in GROUP]
+    # one row per metric, one column per group: a dozen metrics side by side do not fit a terminal
+    rich_table.add_column("metric")
     for row in table.itertuples(index=False):
-        rich_table.add_row(*[fmt(v) for v in row])
+        name = " / ".join(str(getattr(row, g)) for g in groups if getattr(row, g) not in (None, "", "-"))
+        rich_table.add_column(name or "-", justify="right", no_wrap=True)
+    for col in (c for c in table.columns if c not in GROUP):
+        rich_table.add_row(SHORT.get(col, col), *[fmt(v) for v in table[col]])
     console.print(rich_table)
     console.print("M-SSIM: Mask-SSIM of the masked images; M-SSIM in: mean SSIM inside the mask (higher = closer "
                   "to the source). LPIPS, VGG MSE: lower = closer. Ewarp: lower = less flicker.")

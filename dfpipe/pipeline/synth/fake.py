@@ -203,6 +203,14 @@ def _mesher(device: str):
     return FaceMesher(device=resolve_device(device))
 
 
+def _frame_meshes(ds: Path, job: FakeJob, plan: TrackPlan, config: SynthConfig) -> dict[int, np.ndarray]:
+    """The target's Face Mesh on every changed frame, batched (a decode pass ahead of the
+    fake's own)."""
+    from dfpipe.pipeline.synth.meshswap import track_meshes
+
+    return track_meshes(ds / job.frames_row["path"], plan.boxes, plan.landmarks, _mesher(config.device))
+
+
 def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, crop_size: int,
                rng: np.random.Generator) -> Generator:
     if config.method == "reenact":
@@ -216,7 +224,8 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
                                           ds / job.identity_row["path"], _mesher(config.device))
         except ValueError as exc:
             raise ItemError("bad_input", f"expression source {job.pair.source.video_id}: {exc}") from exc
-        return ReenactGenerator(expression, plan.meshes, plan.boxes, _mesher(config.device), plan.first)
+        return ReenactGenerator(expression, plan.meshes, plan.boxes, _mesher(config.device), plan.first,
+                                _frame_meshes(ds, job, plan, config))
     if config.method == "swap" and config.geometry == "mesh" and plan.has_mesh:
         source = _source_mesh_face(ds, job.pair.source)
         if source is not None:
@@ -226,7 +235,7 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
             # no flow following: the mesh itself follows pose and expression, and mixing in the
             # previous frame carried along the flow left ghosts of the eyes and mouth
             return MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device),
-                                     target_meshes=plan.meshes)
+                                     target_meshes=plan.meshes, frame_meshes=_frame_meshes(ds, job, plan, config))
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
 

@@ -68,8 +68,18 @@ def blend_mask(mesh: np.ndarray, shape: tuple[int, ...], holes: list[tuple[int, 
     """uint8 soft mask: the face outline of `mesh`, inset and feathered, without the
     polygons of `holes` (rings of mesh points)."""
     size = face_size(mesh)
-    pts = np.asarray(mesh, np.float64)[:, :2]
-    hard = np.zeros(shape[:2], np.uint8)
+    sigma = max(1.0, FEATHER * size)
+    # work in the face's box (plus the blur's reach), not the whole frame: 10x less to blur
+    frame_pts = np.asarray(mesh, np.float64)[:, :2]
+    h, w = shape[:2]
+    pad = int(3 * sigma) + 2
+    x0, y0 = np.maximum(np.floor(frame_pts.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(frame_pts.max(0)).astype(int) + pad, (w, h))
+    out = np.zeros(shape[:2], np.uint8)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    pts = frame_pts - (x0, y0)
+    hard = np.zeros((y1 - y0, x1 - x0), np.uint8)
     ring = pts[list(outline())]
     centre = pts[[1, 168]].mean(0)  # between the nose tip and the bridge
     ring = centre + SHRINK * (ring - centre)  # off the temples and jaw, where hair and background meet the face
@@ -79,10 +89,10 @@ def blend_mask(mesh: np.ndarray, shape: tuple[int, ...], holes: list[tuple[int, 
     for ring in holes:
         cv2.fillPoly(hard, [np.rint(pts[list(ring)] * 16).astype(np.int32)], 0, cv2.LINE_AA, shift=4)
     _cut_forehead(hard, pts, size)
-    sigma = max(1.0, FEATHER * size)
     soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), sigma)
     # keep the soft edge inside the hard region: fully opaque deep inside, 0 at the outline
-    return np.clip(np.minimum(soft * 2.0 - 255.0, hard.astype(np.float32)), 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = np.clip(np.minimum(soft * 2.0 - 255.0, hard.astype(np.float32)), 0, 255).astype(np.uint8)
+    return out
 
 
 def _cut_forehead(mask: np.ndarray, pts: np.ndarray, size: float) -> None:
@@ -113,6 +123,25 @@ def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ matrix[:2, :2].T + matrix[:2, 2]
 
 
+#: how far (cm on the canonical face) the donor's shape fades out towards the lips
+SHAPE_FADE = 1.0
+
+
+@lru_cache(maxsize=1)
+def _shape_weights() -> np.ndarray:
+    """Per mesh point, how much of the donor's shape it takes: 0 on the lips, rising smoothly
+    to 1 about SHAPE_FADE away. The donor is one still frame, so its mouth shape is an
+    expression (a smile), not identity: it stays the target's (shut eyes are handled apart)."""
+    from dfpipe.pipeline.faces.topology import LIPS_OUTER, frontal_points
+
+    pts = frontal_points()
+    features = pts[list({*LIPS_OUTER, *LIPS_INNER})]
+    d = np.linalg.norm(pts[:, None, :] - features[None, :, :], axis=-1).min(axis=1)
+    w = 1.0 - np.exp(-0.5 * (d / SHAPE_FADE) ** 2)
+    w.setflags(write=False)
+    return w
+
+
 def normalised(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(468 x 2 points with pose in the image plane removed, the 3x3 similarity that did
     it): the rigid points fitted onto the canonical face seen frontally."""
@@ -125,20 +154,59 @@ def normalised(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _apply(m, pts), m
 
 
+#: frames per Face Mesh forward when a track's meshes are computed ahead
+MESH_BATCH = 16
+
+
+def track_meshes(video_path, boxes: dict[int, np.ndarray], landmarks: dict[int, np.ndarray], mesher,
+                 batch: int = MESH_BATCH) -> dict[int, np.ndarray]:
+    """Face Mesh on every frame of a track, `batch` frames per forward (3x cheaper a face
+    than one at a time): {frame index: 468 x 3 points}. One decode pass over the video."""
+    from dfpipe.pipeline.video.decode import iter_frames
+
+    out: dict[int, np.ndarray] = {}
+    pending: list = []
+    last = max(boxes) if boxes else -1
+
+    def run() -> None:
+        results = mesher.mesh_frames([f.image for f in pending],
+                                     [np.asarray(boxes[f.index], np.float64).reshape(1, 4) for f in pending],
+                                     [np.asarray(landmarks[f.index], np.float64).reshape(1, 5, 2) for f in pending])
+        out.update({f.index: pts[0] for f, (pts, _) in zip(pending, results)})
+        pending.clear()
+
+    for frame in iter_frames(video_path):
+        if frame.index > last:
+            break
+        if frame.index in boxes:
+            pending.append(frame)
+            if len(pending) >= batch:
+                run()
+    if pending:
+        run()
+    return out
+
+
 class FrameMesh:
     """A target track's Face Mesh frame by frame (frames in order): `boxes` and the caller's
-    landmarks place the region, and each mesh is averaged with the previous frame's."""
+    landmarks place the region (or `meshes`, computed ahead by `track_meshes`, give it), and
+    each mesh is averaged with the previous frame's."""
 
-    def __init__(self, boxes: dict[int, np.ndarray], mesher, smoothing: float = MESH_SMOOTHING) -> None:
+    def __init__(self, boxes: dict[int, np.ndarray], mesher, smoothing: float = MESH_SMOOTHING,
+                 meshes: dict[int, np.ndarray] | None = None) -> None:
         self.boxes = boxes
         self.mesher = mesher
         self.smoothing = smoothing
+        self.meshes = meshes or {}
         self._previous: tuple[int, np.ndarray] | None = None
 
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> np.ndarray:
-        box = np.asarray(self.boxes[frame_index], np.float64).reshape(1, 4)
-        points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
-        mesh = points[0].astype(np.float64)
+        mesh = self.meshes.get(frame_index)
+        if mesh is None:
+            box = np.asarray(self.boxes[frame_index], np.float64).reshape(1, 4)
+            points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
+            mesh = points[0]
+        mesh = np.asarray(mesh, np.float64)
         prev = self._previous
         if prev is not None and prev[0] == frame_index - 1:
             mesh = self.smoothing * mesh + (1.0 - self.smoothing) * prev[1]
@@ -159,15 +227,16 @@ class MeshSwapGenerator:
 
     def __init__(self, source: np.ndarray, source_mesh: np.ndarray, boxes: dict[int, np.ndarray], mesher,
                  smoothing: float = MESH_SMOOTHING, target_meshes: list[np.ndarray] | None = None,
-                 shape: float = SHAPE) -> None:
+                 shape: float = SHAPE, frame_meshes: dict[int, np.ndarray] | None = None) -> None:
         self.source = np.ascontiguousarray(source[..., :3])
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
-        self.target_mesh = FrameMesh(boxes, mesher, smoothing)
+        self.target_mesh = FrameMesh(boxes, mesher, smoothing, frame_meshes)
         self._source_eyes = eye_opening(self.source_mesh)
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
         self.shape = shape if target_meshes else 0.0
         self._donor_shape = normalised(self.source_mesh)[0]
+        self._shape_weight = _shape_weights()[:, None]
         self._target_mean = (np.mean([normalised(m)[0] for m in target_meshes], axis=0)
                              if target_meshes else None)
 
@@ -175,17 +244,22 @@ class MeshSwapGenerator:
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mesh = self.target_mesh(frame, frame_index, landmarks)
         openings = _opening_triangles()
-        keep = ~openings["mouth"]
-        holes: list[tuple[int, ...]] = [LIPS_INNER]
-        for i, (name, ring) in enumerate((("eye_left", EYE_IMAGE_LEFT), ("eye_right", EYE_IMAGE_RIGHT))):
+        own = openings["mouth"].copy()  # triangles whose pixels are the target's own
+        for i, name in enumerate(("eye_left", "eye_right")):
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
-                keep &= ~openings[name]
-                holes.append(ring)
+                own |= openings[name]
         dst = self.with_donor_shape(mesh)
-        fg, valid = warp_to_mesh(self.source, self.source_mesh, dst, frame.shape, keep)
+        fg, valid = warp_to_mesh(self.source, self.source_mesh, dst, frame.shape, ~own)
+        # the target's mouth interior (and open eyes where the donor's are shut), moved with
+        # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
+        inner, inner_valid = warp_to_mesh(frame, mesh, dst, frame.shape, own)
+        use = inner_valid > 0
+        fg[use] = inner[use]
+        valid = np.maximum(valid, inner_valid)
         inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
         # inside both outlines: the target's (its jaw line and background stay) and the moved one
-        mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, holes), blend_mask(dst, frame.shape, holes)), inside)
+        # the mouth opening is the target's frame itself: not colour-shifted, not resampled
+        mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, [LIPS_INNER]), blend_mask(dst, frame.shape, [LIPS_INNER])), inside)
         return fg, mask
 
     def with_donor_shape(self, mesh: np.ndarray) -> np.ndarray:
@@ -194,7 +268,7 @@ class MeshSwapGenerator:
         if not self.shape:
             return mesh
         norm, m = normalised(mesh)
-        moved = norm + self.shape * (self._donor_shape - self._target_mean)
+        moved = norm + self.shape * self._shape_weight * (self._donor_shape - self._target_mean)
         out = np.array(mesh, np.float64, copy=True)
         out[:, :2] = _apply(np.linalg.inv(m), moved)
         return out

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from dfpipe.pipeline.faces.topology import LIPS_INNER, LIPS_OUTER
-from dfpipe.pipeline.synth.meshswap import FrameMesh, _apply, _opening_triangles, blend_mask, normalised
+from dfpipe.pipeline.synth.meshswap import FrameMesh, _apply, _opening_triangles, blend_mask, normalised, track_meshes
 from dfpipe.pipeline.synth.meshwarp import warp_to_mesh
 
 
@@ -33,19 +33,14 @@ class SourceExpression:
         from dfpipe.manifests.codec import decode_image
         from dfpipe.pipeline.faces.align import transform_points
         from dfpipe.pipeline.synth.track import plan_track
-        from dfpipe.pipeline.video.decode import iter_frames
 
         rows = sorted((r for r in rows if r.get("mesh") is not None), key=lambda r: r["frame_index"])
         if len(rows) < 2:
             raise ValueError("the source track needs a face mesh on at least 2 frames")
         plan = plan_track(rows)
-        track = FrameMesh(plan.boxes, mesher, smoothing=1.0)  # the source's motion as it is
-        norm = {}
-        for frame in iter_frames(video_path):
-            if frame.index >= plan.end:
-                break
-            if frame.index in plan.landmarks:
-                norm[frame.index] = normalised(track(frame.image, frame.index, plan.landmarks[frame.index]))[0]
+        # the source's motion as it is (no smoothing), Face Mesh batched over its frames
+        meshes = track_meshes(video_path, plan.boxes, plan.landmarks, mesher)
+        norm = {f: normalised(m)[0] for f, m in meshes.items()}
         if len(norm) < 2:
             raise ValueError("the source video ended before its track")
         self.frames = np.array(sorted(norm))
@@ -78,9 +73,9 @@ class ReenactGenerator:
     mask_from_generator = True
 
     def __init__(self, source: SourceExpression, target_meshes: list[np.ndarray], boxes: dict[int, np.ndarray],
-                 mesher, first_frame: int) -> None:
+                 mesher, first_frame: int, frame_meshes: dict[int, np.ndarray] | None = None) -> None:
         self.source = source
-        self.frame_mesh = FrameMesh(boxes, mesher)
+        self.frame_mesh = FrameMesh(boxes, mesher, meshes=frame_meshes)
         self.target_mean = np.mean([normalised(m)[0] for m in target_meshes], axis=0)
         self.first_frame = first_frame
 
