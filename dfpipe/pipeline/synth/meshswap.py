@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dfpipe.pipeline.faces.topology import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_INNER, outline
-from dfpipe.pipeline.synth.meshwarp import mesh_triangles, warp_to_mesh
+from dfpipe.pipeline.synth.meshwarp import mesh_triangles, rasterize, remap_into, remap_tables, triangle_affines
 
 #: share of the new mesh in the running average over frames (1 = no smoothing)
 MESH_SMOOTHING = 0.6
@@ -249,13 +249,18 @@ class MeshSwapGenerator:
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
                 own |= openings[name]
         dst = self.with_donor_shape(mesh)
-        fg, valid = warp_to_mesh(self.source, self.source_mesh, dst, frame.shape, ~own)
-        # the target's mouth interior (and open eyes where the donor's are shut), moved with
-        # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
-        inner, inner_valid = warp_to_mesh(frame, mesh, dst, frame.shape, own)
-        use = inner_valid > 0
-        fg[use] = inner[use]
-        valid = np.maximum(valid, inner_valid)
+        fg = np.zeros_like(frame[..., :3])
+        valid = np.zeros(frame.shape[:2], np.uint8)
+        raster = rasterize(dst, frame.shape)  # one raster, two sources
+        if raster is not None:
+            index, roi = raster
+            tri = mesh_triangles()
+            donor = remap_tables(index, roi, triangle_affines(self.source_mesh, dst, tri), ~own)
+            remap_into(fg, valid, self.source, *donor, roi)
+            # the target's mouth interior (and open eyes where the donor's are shut), moved with
+            # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
+            target = remap_tables(index, roi, triangle_affines(mesh, dst, tri), own)
+            remap_into(fg, valid, np.ascontiguousarray(frame[..., :3]), *target, roi)
         inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
         # inside both outlines: the target's (its jaw line and background stay) and the moved one
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled

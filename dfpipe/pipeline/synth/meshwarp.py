@@ -2,9 +2,11 @@
 
 Both faces carry the same topology (MediaPipe's canonical triangulation), so each
 triangle of the destination mesh has a partner in the source mesh and one affine map
-between them. `triangle_remap` rasterizes the destination triangles (far ones first, so
+between them. `rasterize` draws the destination triangles (far ones first, so
 on a turned face the near side covers the far side), and builds one `cv2.remap` table:
 every destination pixel looks up the source pixel its triangle's affine map points to.
+One raster serves several sources (`remap_tables` per source): the mesh swap takes most
+triangles from the donor and the mouth opening from the target frame.
 """
 
 from __future__ import annotations
@@ -39,20 +41,12 @@ def triangle_affines(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) ->
     return out
 
 
-def triangle_remap(
-    src: np.ndarray, dst: np.ndarray, shape: tuple[int, ...], triangles: np.ndarray | None = None,
-    keep: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
-    """The remap of a destination image region onto the source face.
-
-    `src`, `dst`: (468, 2 or 3) points of the same face topology in source-image and
-    destination-image pixels (z of `dst`, when given, orders the triangles: nearer drawn
-    last). `keep`: optional bool per triangle (False = leave out, e.g. the mouth opening).
-    Returns (map_x, map_y, roi) for `cv2.remap(source, map_x, map_y, ...)` over the
-    destination region `roi` (slices into a frame of `shape`), NaN-free: pixels outside every
-    kept triangle map to -1 (outside the source: they come out black, mask them), or None
-    when no triangle lands in the frame.
-    """
+def rasterize(
+    dst: np.ndarray, shape: tuple[int, ...], triangles: np.ndarray | None = None, keep: np.ndarray | None = None,
+) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The triangle index of every destination pixel (-1 outside the mesh) over the mesh's
+    box `roi` in a frame of `shape`, far triangles drawn first so the near side wins on a
+    turned face (z of `dst`, when given; smaller = nearer). `keep`: bool per triangle."""
     tri = mesh_triangles() if triangles is None else triangles
     dst = np.asarray(dst, np.float64)
     h, w = shape[:2]
@@ -61,26 +55,48 @@ def triangle_remap(
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x1 <= x0 or y1 <= y0:
         return None
-    affines = triangle_affines(src, dst, tri)
-    use = np.isfinite(affines).all(axis=(1, 2))
-    if keep is not None:
-        use &= np.asarray(keep, bool)
-    order = np.flatnonzero(use)
-    if dst.shape[1] >= 3:  # far (large z) first, near last: the near side wins where they overlap
+    order = np.arange(len(tri)) if keep is None else np.flatnonzero(np.asarray(keep, bool))
+    if dst.shape[1] >= 3:
         order = order[np.argsort(-dst[tri[order]][:, :, 2].mean(1), kind="stable")]
     index = np.full((y1 - y0, x1 - x0), -1, np.int32)
     corners = np.rint((dst[:, :2] - (x0, y0)) * 16).astype(np.int32)  # 4 fractional bits
     for t in order:
         cv2.fillConvexPoly(index, corners[tri[t]], int(t), lineType=cv2.LINE_8, shift=4)
-    ys, xs = np.nonzero(index >= 0)
+    return index, (slice(y0, y1), slice(x0, x1))
+
+
+def remap_tables(index: np.ndarray, roi: tuple[slice, slice], affines: np.ndarray,
+                 use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`cv2.remap` tables over `roi` from a triangle `index` raster and per-triangle
+    affines (destination -> source); pixels outside the mesh, of a degenerate triangle or
+    of a triangle `use` leaves out map to -1."""
+    ok = np.isfinite(affines).all(axis=(1, 2))
+    if use is not None:
+        ok &= np.asarray(use, bool)
     map_x = np.full(index.shape, -1.0, np.float32)
     map_y = np.full(index.shape, -1.0, np.float32)
-    if len(xs):
-        a = affines[index[ys, xs]]  # N x 2 x 3
-        px, py = xs + float(x0), ys + float(y0)
+    ys, xs = np.nonzero(index >= 0)
+    t = index[ys, xs]
+    sel = ok[t]
+    ys, xs, t = ys[sel], xs[sel], t[sel]
+    if len(t):
+        a = affines[t]
+        px, py = xs + float(roi[1].start), ys + float(roi[0].start)
         map_x[ys, xs] = a[:, 0, 0] * px + a[:, 0, 1] * py + a[:, 0, 2]
         map_y[ys, xs] = a[:, 1, 0] * px + a[:, 1, 1] * py + a[:, 1, 2]
-    return map_x, map_y, (slice(y0, y1), slice(x0, x1))
+    return map_x, map_y
+
+
+def remap_into(out: np.ndarray, valid: np.ndarray, source: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
+               roi: tuple[slice, slice]) -> None:
+    """Write `source` resampled by the tables into `out[roi]` where they point inside it,
+    and mark those pixels in `valid`."""
+    h, w = source.shape[:2]
+    inside = (map_x >= 0) & (map_y >= 0) & (map_x <= w - 1) & (map_y <= h - 1)
+    warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    region, region_valid = out[roi], valid[roi]
+    region[inside] = warped[inside]
+    region_valid[inside] = 255
 
 
 def warp_to_mesh(
@@ -90,12 +106,10 @@ def warp_to_mesh(
     of `shape`: (image, uint8 mask of the pixels the warp defines)."""
     out = np.zeros((shape[0], shape[1], source.shape[2]), source.dtype)
     valid = np.zeros(shape[:2], np.uint8)
-    remap = triangle_remap(src, dst, shape, keep=keep)
-    if remap is None:
+    raster = rasterize(dst, shape, keep=keep)
+    if raster is None:
         return out, valid
-    map_x, map_y, roi = remap
-    out[roi] = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    h, w = source.shape[:2]
-    inside = (map_x >= 0) & (map_y >= 0) & (map_x <= w - 1) & (map_y <= h - 1)
-    valid[roi] = np.where(inside, 255, 0).astype(np.uint8)
+    index, roi = raster
+    map_x, map_y = remap_tables(index, roi, triangle_affines(src, dst, mesh_triangles()))
+    remap_into(out, valid, source, map_x, map_y, roi)
     return out, valid
