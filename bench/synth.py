@@ -106,15 +106,10 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     expression = SourceExpression(faces[faces.video_id == other.video_id].to_dict("records"), ds / other.path,
                                   _mesher("cpu"))
 
-    from dfpipe.pipeline.synth.meshswap import track_meshes
-
-    def ahead():
-        return track_meshes(ds / target.path, boxes, marks, _mesher("cpu"))
-
     generators = {
         "mesh swap": lambda: MeshSwapGenerator(decode_image(mesh_donor.image), donor_mesh, boxes, _mesher("cpu"),
-                                               target_meshes=target_meshes, frame_meshes=ahead()),
-        "reenact": lambda: ReenactGenerator(expression, target_meshes, boxes, _mesher("cpu"), 0, ahead()),
+                                               target_meshes=target_meshes),
+        "reenact": lambda: ReenactGenerator(expression, target_meshes, boxes, _mesher("cpu"), 0),
         "swap (rigid)": lambda: SwapGenerator(src, src_lm),
         "swap (follow motion)": lambda: FlowFollow(SwapGenerator(src, src_lm), 0.2),
         "self-blend": lambda: SelfBlendGenerator(np.random.default_rng(0)),
@@ -126,9 +121,12 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     timings: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(repeats):
         for c in configs:
-            start = time.perf_counter()  # building the generator counts (the mesh ones run Face Mesh ahead)
+            start = time.perf_counter()
             composer = Composer(generators[c[0]](), np.random.default_rng(0), c[1], c[2], blend_ratio=1.0)
+            prepare = getattr(composer.generator, "prepare_frames", None)
             for i, frame in enumerate(frames):
+                if prepare and i % 16 == 0:  # as synthesize does: the mesh generators batch Face Mesh
+                    prepare([(k, frames[k], marks[k]) for k in range(i, min(i + 16, len(frames)))])
                 composer(frame, i, marks[i])
             timings[c].append(len(frames) / (time.perf_counter() - start))
     h, w = frames[0].shape[:2]

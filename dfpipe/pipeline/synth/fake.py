@@ -203,12 +203,20 @@ def _mesher(device: str):
     return FaceMesher(device=resolve_device(device))
 
 
-def _frame_meshes(ds: Path, job: FakeJob, plan: TrackPlan, config: SynthConfig) -> dict[int, np.ndarray]:
-    """The target's Face Mesh on every changed frame, batched (a decode pass ahead of the
-    fake's own)."""
-    from dfpipe.pipeline.synth.meshswap import track_meshes
+#: frames decoded ahead of composing them when the generator batches per-frame work
+_PREPARE_CHUNK = 16
 
-    return track_meshes(ds / job.frames_row["path"], plan.boxes, plan.landmarks, _mesher(config.device))
+
+def _chunks(items, n: int):
+    """Lists of up to `n` consecutive items."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, crop_size: int,
@@ -224,8 +232,7 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
                                           ds / job.identity_row["path"], _mesher(config.device))
         except ValueError as exc:
             raise ItemError("bad_input", f"expression source {job.pair.source.video_id}: {exc}") from exc
-        return ReenactGenerator(expression, plan.meshes, plan.boxes, _mesher(config.device), plan.first,
-                                _frame_meshes(ds, job, plan, config))
+        return ReenactGenerator(expression, plan.meshes, plan.boxes, _mesher(config.device), plan.first)
     if config.method == "swap" and config.geometry == "mesh" and plan.has_mesh:
         source = _source_mesh_face(ds, job.pair.source)
         if source is not None:
@@ -235,7 +242,7 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
             # no flow following: the mesh itself follows pose and expression, and mixing in the
             # previous frame carried along the flow left ghosts of the eyes and mouth
             return MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device),
-                                     target_meshes=plan.meshes, frame_meshes=_frame_meshes(ds, job, plan, config))
+                                     target_meshes=plan.meshes)
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
 
@@ -353,16 +360,23 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     masks: dict[int, bytes] = {}
     n_written = 0
 
+    prepare = getattr(generator, "prepare_frames", None)
+
     def fake_frames():
         nonlocal n_written
-        for frame in iter_frames(video_path):  # every frame: the fake is as long as its real video
-            image = frame.image
-            if frame.index in plan.landmarks:
-                image, mask = composer(image, frame.index, plan.landmarks[frame.index])
-                if frame.index in plan.rows:
-                    masks[frame.index] = encode_mask(warp_crop(mask, plan.rows[frame.index]["matrix"], crop_size))
-            n_written += 1
-            yield image
+        # every frame: the fake is as long as its real video; a few at a time, so a generator
+        # that runs a network per frame (the mesh ones) can batch it
+        for chunk in _chunks(iter_frames(video_path), _PREPARE_CHUNK if prepare else 1):
+            if prepare:
+                prepare([(f.index, f.image, plan.landmarks[f.index]) for f in chunk if f.index in plan.landmarks])
+            for frame in chunk:
+                image = frame.image
+                if frame.index in plan.landmarks:
+                    image, mask = composer(image, frame.index, plan.landmarks[frame.index])
+                    if frame.index in plan.rows:
+                        masks[frame.index] = encode_mask(warp_crop(mask, plan.rows[frame.index]["matrix"], crop_size))
+                n_written += 1
+                yield image
 
     fakes = out / FAKES_DIR
     lossless = fakes / "c0" / f"{job.key}.mp4" if "c0" in config.qualities else fakes / f".lossless-{job.key}.mp4"

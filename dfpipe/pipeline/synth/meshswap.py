@@ -200,6 +200,19 @@ class FrameMesh:
         self.meshes = meshes or {}
         self._previous: tuple[int, np.ndarray] | None = None
 
+    def prepare(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """Face Mesh on the coming (index, image, landmarks) frames in one forward; meshes
+        of frames already passed are dropped (memory stays flat)."""
+        frames = [f for f in frames if f[0] in self.boxes]
+        if not frames:
+            return
+        results = self.mesher.mesh_frames([img for _, img, _ in frames],
+                                          [np.asarray(self.boxes[i], np.float64).reshape(1, 4) for i, _, _ in frames],
+                                          [np.asarray(lm, np.float64).reshape(1, 5, 2) for _, _, lm in frames])
+        first = frames[0][0]
+        self.meshes = {k: v for k, v in self.meshes.items() if k >= first}
+        self.meshes.update({i: pts[0] for (i, _, _), (pts, _) in zip(frames, results)})
+
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> np.ndarray:
         mesh = self.meshes.get(frame_index)
         if mesh is None:
@@ -266,6 +279,10 @@ class MeshSwapGenerator:
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled
         mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, [LIPS_INNER]), blend_mask(dst, frame.shape, [LIPS_INNER])), inside)
         return fg, mask
+
+    def prepare_frames(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """Batch the coming frames' Face Mesh (see `FrameMesh.prepare`)."""
+        self.target_mesh.prepare(frames)
 
     def with_donor_shape(self, mesh: np.ndarray) -> np.ndarray:
         """The target's mesh with the donor's face shape: donor shape + the target's

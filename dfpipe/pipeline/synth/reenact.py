@@ -79,6 +79,10 @@ class ReenactGenerator:
         self.target_mean = np.mean([normalised(m)[0] for m in target_meshes], axis=0)
         self.first_frame = first_frame
 
+    def prepare_frames(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """Batch the coming frames' Face Mesh (see `FrameMesh.prepare`)."""
+        self.frame_mesh.prepare(frames)
+
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mesh = self.frame_mesh(frame, frame_index, landmarks)
         offset, nearest = self.source.at(frame_index - self.first_frame)
