@@ -57,7 +57,7 @@ def face_size(mesh: np.ndarray) -> float:
 
 
 @lru_cache(maxsize=1)
-def _opening_triangles() -> dict[str, np.ndarray]:
+def opening_triangles() -> dict[str, np.ndarray]:
     """Triangles spanning the mouth opening and each eye opening (all corners on the ring)."""
     tri = mesh_triangles()
     return {name: np.isin(tri, ring).all(axis=1)
@@ -119,7 +119,8 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.asarray(tform.params, np.float64)
 
 
-def _apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+def apply_similarity(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """N x 2 points through a 3x3 (homogeneous) similarity."""
     return pts @ matrix[:2, :2].T + matrix[:2, 2]
 
 
@@ -151,7 +152,7 @@ def normalised(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pts = np.asarray(mesh, np.float64)[:, :2]
     rigid = list(RIGID_MESH_POINTS)
     m = _similarity(pts[rigid], frontal_points()[rigid])
-    return _apply(m, pts), m
+    return apply_similarity(m, pts), m
 
 
 #: frames per Face Mesh forward when a track's meshes are computed ahead
@@ -189,15 +190,14 @@ def track_meshes(video_path, boxes: dict[int, np.ndarray], landmarks: dict[int, 
 
 class FrameMesh:
     """A target track's Face Mesh frame by frame (frames in order): `boxes` and the caller's
-    landmarks place the region (or `meshes`, computed ahead by `track_meshes`, give it), and
-    each mesh is averaged with the previous frame's."""
+    landmarks place the region (batched ahead by `prepare` when the caller can), and each
+    mesh is averaged with the previous frame's."""
 
-    def __init__(self, boxes: dict[int, np.ndarray], mesher, smoothing: float = MESH_SMOOTHING,
-                 meshes: dict[int, np.ndarray] | None = None) -> None:
+    def __init__(self, boxes: dict[int, np.ndarray], mesher, smoothing: float = MESH_SMOOTHING) -> None:
         self.boxes = boxes
         self.mesher = mesher
         self.smoothing = smoothing
-        self.meshes = meshes or {}
+        self.meshes: dict[int, np.ndarray] = {}
         self._previous: tuple[int, np.ndarray] | None = None
 
     def prepare(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
@@ -240,10 +240,10 @@ class MeshSwapGenerator:
 
     def __init__(self, source: np.ndarray, source_mesh: np.ndarray, boxes: dict[int, np.ndarray], mesher,
                  smoothing: float = MESH_SMOOTHING, target_meshes: list[np.ndarray] | None = None,
-                 shape: float = SHAPE, frame_meshes: dict[int, np.ndarray] | None = None) -> None:
+                 shape: float = SHAPE) -> None:
         self.source = np.ascontiguousarray(source[..., :3])
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
-        self.target_mesh = FrameMesh(boxes, mesher, smoothing, frame_meshes)
+        self.target_mesh = FrameMesh(boxes, mesher, smoothing)
         self._source_eyes = eye_opening(self.source_mesh)
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
@@ -256,7 +256,7 @@ class MeshSwapGenerator:
 
     def __call__(self, frame: np.ndarray, frame_index: int, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mesh = self.target_mesh(frame, frame_index, landmarks)
-        openings = _opening_triangles()
+        openings = opening_triangles()
         own = openings["mouth"].copy()  # triangles whose pixels are the target's own
         for i, name in enumerate(("eye_left", "eye_right")):
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
@@ -292,5 +292,5 @@ class MeshSwapGenerator:
         norm, m = normalised(mesh)
         moved = norm + self.shape * self._shape_weight * (self._donor_shape - self._target_mean)
         out = np.array(mesh, np.float64, copy=True)
-        out[:, :2] = _apply(np.linalg.inv(m), moved)
+        out[:, :2] = apply_similarity(np.linalg.inv(m), moved)
         return out

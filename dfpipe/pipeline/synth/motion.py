@@ -25,7 +25,6 @@ class FlowFollow:
         self.generator = generator
         self.refresh = refresh
         self.name = getattr(generator, "name", "generator")
-        self.mask_from_generator = getattr(generator, "mask_from_generator", False)
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self._prev: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # index, real, fg, valid
 
@@ -56,5 +55,5 @@ class FlowFollow:
         mix = (1.0 - self.refresh) * carried.astype(np.float32) + self.refresh * fg[y0:y1, x0:x1].astype(np.float32)
         region = out[y0:y1, x0:x1]
         region[roi_valid] = np.clip(np.rint(mix[roi_valid]), 0, 255).astype(np.uint8)
-        out_valid[y0:y1, x0:x1] = np.where(roi_valid, valid[y0:y1, x0:x1], 0).astype(np.uint8)  # a soft mask stays soft
+        out_valid[y0:y1, x0:x1] = np.where(roi_valid, 255, 0).astype(np.uint8)
         return out, out_valid

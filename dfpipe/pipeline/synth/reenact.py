@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from dfpipe.pipeline.faces.topology import LIPS_INNER, LIPS_OUTER
-from dfpipe.pipeline.synth.meshswap import FrameMesh, _apply, _opening_triangles, blend_mask, normalised, track_meshes
+from dfpipe.pipeline.synth.meshswap import FrameMesh, apply_similarity, opening_triangles, blend_mask, normalised, track_meshes
 from dfpipe.pipeline.synth.meshwarp import warp_to_mesh
 
 
@@ -73,9 +73,9 @@ class ReenactGenerator:
     mask_from_generator = True
 
     def __init__(self, source: SourceExpression, target_meshes: list[np.ndarray], boxes: dict[int, np.ndarray],
-                 mesher, first_frame: int, frame_meshes: dict[int, np.ndarray] | None = None) -> None:
+                 mesher, first_frame: int) -> None:
         self.source = source
-        self.frame_mesh = FrameMesh(boxes, mesher, meshes=frame_meshes)
+        self.frame_mesh = FrameMesh(boxes, mesher)
         self.target_mean = np.mean([normalised(m)[0] for m in target_meshes], axis=0)
         self.first_frame = first_frame
 
@@ -88,8 +88,8 @@ class ReenactGenerator:
         offset, nearest = self.source.at(frame_index - self.first_frame)
         _, m = normalised(mesh)
         dst = np.array(mesh, copy=True)
-        dst[:, :2] = _apply(np.linalg.inv(m), self.target_mean + offset)
-        mouth = _opening_triangles()["mouth"]
+        dst[:, :2] = apply_similarity(np.linalg.inv(m), self.target_mean + offset)
+        mouth = opening_triangles()["mouth"]
         if _lip_gap(mesh) >= OWN_MOUTH * _lip_gap(dst):  # the target's own mouth is open enough to stretch
             fg, valid = warp_to_mesh(frame, mesh, dst, frame.shape)
             inside = cv2.erode(valid, np.ones((5, 5), np.uint8))
