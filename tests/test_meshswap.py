@@ -175,3 +175,24 @@ def test_reenactment_keeps_the_target_and_takes_the_source_mouth(reals, tmp_path
         score_quality(ds2, QualityConfig(metrics=("identity",)), workers=0, progress=False)
         frames, _ = read_quality(ds2)
         assert (frames[frames.label == "fake"].id_to_target < 0.6).all()
+
+
+@pytest.mark.parametrize("name", ["fr_john1.jpeg", "astronaut"])
+def test_donor_hair_over_the_temples_is_found_and_the_beard_is_not(name, photo, detector):
+    """Kit Harington's hair hangs over his temples and he has a beard; the astronaut's hair
+    covers one temple. Hair is only looked for above the nose tip, along the outline."""
+    from dfpipe.pipeline.faces.mesh import FaceMesher
+    from dfpipe.pipeline.synth.meshswap import donor_hair
+
+    image = photo(name)
+    (det,) = detector.detect([image])
+    i = int(np.argmax((det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])))
+    mesh = FaceMesher().mesh(image, det.boxes[i:i + 1], det.landmarks[i:i + 1])[0][0]
+    hair = donor_hair(image, mesh) == 0
+    x1, y1, x2, y2 = det.boxes[i]
+    assert hair.sum() > 0.005 * (x2 - x1) * (y2 - y1)
+    ys, xs = np.nonzero(hair)
+    assert ys.max() < mesh[1, 1] + 0.05 * (y2 - y1)  # nothing below the nose tip: the beard stays
+    eyes_x = mesh[[33, 263], 0]
+    centre = (xs > eyes_x.min() + 0.25 * np.ptp(eyes_x)) & (xs < eyes_x.max() - 0.25 * np.ptp(eyes_x))
+    assert centre.mean() < 0.2  # at the sides, not over the middle of the face

@@ -18,7 +18,14 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from dfpipe.pipeline.faces.topology import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_INNER, outline
+from dfpipe.pipeline.faces.topology import (
+    BROW_IMAGE_LEFT,
+    BROW_IMAGE_RIGHT,
+    EYE_IMAGE_LEFT,
+    EYE_IMAGE_RIGHT,
+    LIPS_INNER,
+    outline,
+)
 from dfpipe.pipeline.synth.meshwarp import mesh_triangles, rasterize, remap_into, remap_tables, triangle_affines
 
 #: share of the new mesh in the running average over frames (1 = no smoothing)
@@ -227,6 +234,47 @@ class FrameMesh:
         return mesh
 
 
+#: donor cheek points whose lightness is the donor's skin
+CHEEKS = (50, 280, 205, 425, 123, 352)
+#: the band along the donor's face outline (a share of the face's size) where hair can hang
+#: over the face: at the temples and across the forehead
+HAIR_BAND = 0.15
+
+
+def donor_hair(image: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+    """uint8 map of a donor crop: 0 where hair hangs over the face (in the band along the
+    outline above the nose tip, much darker than the cheeks: 3 standard deviations and at least 25 levels of
+    Lab lightness), 255 elsewhere. Brows and eyes are never hair. A donor whose hair is no
+    darker than its skin loses nothing."""
+    pts = np.asarray(mesh, np.float64)[:, :2]
+    size = face_size(mesh)
+    light = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+    r = max(2, int(round(0.03 * size)))
+    patches = [light[max(0, int(y) - r):int(y) + r + 1, max(0, int(x) - r):int(x) + r + 1].ravel()
+               for x, y in pts[list(CHEEKS)]]
+    skin = np.concatenate(patches)
+    if skin.size < 10:
+        return np.full(image.shape[:2], 255, np.uint8)
+    dark = light < skin.mean() - max(3.0 * skin.std(), 25.0)
+    face = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(face, [np.rint(pts[list(outline())]).astype(np.int32)], 255)
+    inner = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(HAIR_BAND * size) + 1,) * 2))
+    features = np.zeros(image.shape[:2], np.uint8)
+    for ring in (BROW_IMAGE_LEFT, BROW_IMAGE_RIGHT, EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT):
+        cv2.fillPoly(features, [cv2.convexHull(np.rint(pts[list(ring)]).astype(np.int32))], 255)
+    features = cv2.dilate(features, np.ones((2 * r + 1,) * 2, np.uint8))
+    # hair hangs from above: only the band above the nose tip (a beard is the donor's, it stays)
+    eyes = pts[263] - pts[33]
+    up = np.array([eyes[1], -eyes[0]]) / max(np.linalg.norm(eyes), 1e-6)
+    if np.dot(pts[10] - pts[152], up) < 0:
+        up = -up
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    upper = xs * up[0] + ys * up[1] > np.dot(pts[1], up)
+    hair = dark & (face > 0) & (inner == 0) & (features == 0) & upper
+    hair = cv2.dilate(hair.astype(np.uint8) * 255, np.ones((2 * r + 1,) * 2, np.uint8))
+    return 255 - hair
+
+
 class MeshSwapGenerator:
     """Renders one source face (a crop and its mesh in crop pixels) onto each target frame.
 
@@ -245,6 +293,8 @@ class MeshSwapGenerator:
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
         self.target_mesh = FrameMesh(boxes, mesher, smoothing)
         self._source_eyes = eye_opening(self.source_mesh)
+        # hair over the donor's face rides along as a 4th channel and is masked out
+        self._source_rgba = np.dstack([self.source, donor_hair(self.source, self.source_mesh)])
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
         self.shape = shape if target_meshes else 0.0
@@ -262,23 +312,33 @@ class MeshSwapGenerator:
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
                 own |= openings[name]
         dst = self.with_donor_shape(mesh)
-        fg = np.zeros_like(frame[..., :3])
+        fg = np.zeros(frame.shape[:2] + (4,), np.uint8)
+        fg[..., 3] = 255  # the target's own pixels (mouth, eyes) are never hair
         valid = np.zeros(frame.shape[:2], np.uint8)
         raster = rasterize(dst, frame.shape)  # one raster, two sources
         if raster is not None:
             index, roi = raster
             tri = mesh_triangles()
             donor = remap_tables(index, roi, triangle_affines(self.source_mesh, dst, tri), ~own)
-            remap_into(fg, valid, self.source, *donor, roi)
+            remap_into(fg, valid, self._source_rgba, *donor, roi)
             # the target's mouth interior (and open eyes where the donor's are shut), moved with
             # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
             target = remap_tables(index, roi, triangle_affines(mesh, dst, tri), own)
-            remap_into(fg, valid, np.ascontiguousarray(frame[..., :3]), *target, roi)
+            own_rgba = np.dstack([frame[..., :3], np.full(frame.shape[:2], 255, np.uint8)])
+            remap_into(fg, valid, own_rgba, *target, roi)
         inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
         # inside both outlines: the target's (its jaw line and background stay) and the moved one
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled
         mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, [LIPS_INNER]), blend_mask(dst, frame.shape, [LIPS_INNER])), inside)
-        return fg, mask
+        ys, xs = np.nonzero(mask)
+        if len(xs):  # feather the donor's hair out like the mask's edge, in the mask's box
+            sigma = max(1.0, FEATHER * face_size(mesh))
+            pad = int(3 * sigma) + 1
+            box = (slice(max(ys.min() - pad, 0), ys.max() + pad + 1), slice(max(xs.min() - pad, 0), xs.max() + pad + 1))
+            not_hair = fg[..., 3][box]
+            if (not_hair < 255).any():
+                mask[box] = np.minimum(mask[box], cv2.GaussianBlur(not_hair, (0, 0), sigma))
+        return np.ascontiguousarray(fg[..., :3]), mask
 
     def prepare_frames(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Batch the coming frames' Face Mesh (see `FrameMesh.prepare`)."""
