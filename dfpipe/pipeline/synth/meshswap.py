@@ -293,8 +293,8 @@ class MeshSwapGenerator:
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
         self.target_mesh = FrameMesh(boxes, mesher, smoothing)
         self._source_eyes = eye_opening(self.source_mesh)
-        # hair over the donor's face rides along as a 4th channel and is masked out
-        self._source_rgba = np.dstack([self.source, donor_hair(self.source, self.source_mesh)])
+        # hair over the donor's face is warped along with it and masked out
+        self._source_hair = donor_hair(self.source, self.source_mesh)
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
         self.shape = shape if target_meshes else 0.0
@@ -312,33 +312,31 @@ class MeshSwapGenerator:
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
                 own |= openings[name]
         dst = self.with_donor_shape(mesh)
-        fg = np.zeros(frame.shape[:2] + (4,), np.uint8)
-        fg[..., 3] = 255  # the target's own pixels (mouth, eyes) are never hair
+        fg = np.zeros_like(frame[..., :3])
         valid = np.zeros(frame.shape[:2], np.uint8)
+        hair_free = np.full(frame.shape[:2], 255, np.uint8)
         raster = rasterize(dst, frame.shape)  # one raster, two sources
+        roi = None
         if raster is not None:
             index, roi = raster
             tri = mesh_triangles()
             donor = remap_tables(index, roi, triangle_affines(self.source_mesh, dst, tri), ~own)
-            remap_into(fg, valid, self._source_rgba, *donor, roi)
+            remap_into(fg, valid, self.source, *donor, roi)
+            remap_into(hair_free, np.zeros_like(valid), self._source_hair, *donor, roi)
             # the target's mouth interior (and open eyes where the donor's are shut), moved with
             # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
             target = remap_tables(index, roi, triangle_affines(mesh, dst, tri), own)
-            own_rgba = np.dstack([frame[..., :3], np.full(frame.shape[:2], 255, np.uint8)])
-            remap_into(fg, valid, own_rgba, *target, roi)
+            remap_into(fg, valid, np.ascontiguousarray(frame[..., :3]), *target, roi)
         inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
         # inside both outlines: the target's (its jaw line and background stay) and the moved one
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled
         mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, [LIPS_INNER]), blend_mask(dst, frame.shape, [LIPS_INNER])), inside)
-        ys, xs = np.nonzero(mask)
-        if len(xs):  # feather the donor's hair out like the mask's edge, in the mask's box
+        if roi is not None and (hair_free[roi] < 255).any():  # feather the donor's hair out like the mask's edge
             sigma = max(1.0, FEATHER * face_size(mesh))
             pad = int(3 * sigma) + 1
-            box = (slice(max(ys.min() - pad, 0), ys.max() + pad + 1), slice(max(xs.min() - pad, 0), xs.max() + pad + 1))
-            not_hair = fg[..., 3][box]
-            if (not_hair < 255).any():
-                mask[box] = np.minimum(mask[box], cv2.GaussianBlur(not_hair, (0, 0), sigma))
-        return np.ascontiguousarray(fg[..., :3]), mask
+            box = (slice(max(roi[0].start - pad, 0), roi[0].stop + pad), slice(max(roi[1].start - pad, 0), roi[1].stop + pad))
+            mask[box] = np.minimum(mask[box], cv2.GaussianBlur(hair_free[box], (0, 0), sigma))
+        return fg, mask
 
     def prepare_frames(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Batch the coming frames' Face Mesh (see `FrameMesh.prepare`)."""
