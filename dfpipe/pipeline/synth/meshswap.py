@@ -102,12 +102,16 @@ def blend_mask(mesh: np.ndarray, shape: tuple[int, ...], holes: list[tuple[int, 
     return out
 
 
+def _face_up(pts: np.ndarray) -> np.ndarray:
+    """Unit vector perpendicular to the eye line, from the chin towards the forehead."""
+    eyes = pts[263] - pts[33]
+    up = np.array([eyes[1], -eyes[0]]) / max(np.linalg.norm(eyes), 1e-6)
+    return up if np.dot(pts[10] - pts[152], up) >= 0 else -up
+
+
 def _cut_forehead(mask: np.ndarray, pts: np.ndarray, size: float) -> None:
     """Zero `mask` above a line parallel to the eyes, FOREHEAD x size above the brow tops."""
-    eyes = pts[263] - pts[33]
-    up = np.array([eyes[1], -eyes[0]]) / max(np.linalg.norm(eyes), 1e-6)  # perpendicular, towards the forehead
-    if np.dot(pts[10] - pts[152], up) < 0:
-        up = -up
+    up = _face_up(pts)
     brow_top = max(np.dot(pts[i], up) for i in (105, 334, 66, 296))
     limit = brow_top + FOREHEAD * size
     ys, xs = np.nonzero(mask)
@@ -264,10 +268,7 @@ def donor_hair(image: np.ndarray, mesh: np.ndarray) -> np.ndarray:
         cv2.fillPoly(features, [cv2.convexHull(np.rint(pts[list(ring)]).astype(np.int32))], 255)
     features = cv2.dilate(features, np.ones((2 * r + 1,) * 2, np.uint8))
     # hair hangs from above: only the band above the nose tip (a beard is the donor's, it stays)
-    eyes = pts[263] - pts[33]
-    up = np.array([eyes[1], -eyes[0]]) / max(np.linalg.norm(eyes), 1e-6)
-    if np.dot(pts[10] - pts[152], up) < 0:
-        up = -up
+    up = _face_up(pts)
     ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
     upper = xs * up[0] + ys * up[1] > np.dot(pts[1], up)
     hair = dark & (face > 0) & (inner == 0) & (features == 0) & upper
