@@ -237,11 +237,13 @@ def _raw_face_rows(
 
 def mesher_for(config: ExtractConfig):
     """The process's Face Mesh for these settings (built once, then cached)."""
-    return _mesher(config.device)
+    return face_mesher(config.device)
 
 
 @lru_cache(maxsize=2)
-def _mesher(device: str):
+def face_mesher(device: str):
+    """The process's Face Mesh on `device` (cpu, cuda, auto), built once: extract and
+    synthesize share it."""
     from dfpipe.pipeline.faces.mesh import FaceMesher
     from dfpipe.runtime.device import resolve_device
 

@@ -195,12 +195,11 @@ def _source_mesh_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray] 
     return decode_image(best["image"]), crop_mesh
 
 
-@lru_cache(maxsize=2)
 def _mesher(device: str):
-    from dfpipe.pipeline.faces.mesh import FaceMesher
-    from dfpipe.runtime.device import resolve_device
+    """The process's Face Mesh (shared with extract)."""
+    from dfpipe.pipeline.faces.rows import face_mesher
 
-    return FaceMesher(device=resolve_device(device))
+    return face_mesher(device)
 
 
 #: frames decoded ahead of composing them when the generator batches per-frame work
