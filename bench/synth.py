@@ -97,9 +97,9 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     from dfpipe.pipeline.synth.reenact import ReenactGenerator, SourceExpression
 
     mesh_donor = donor.sort_values("score").iloc[-1]
-    donor_mesh = np.asarray(mesh_donor.mesh, np.float64).reshape(-1, 3).copy()
-    donor_mesh[:, :2] = transform_points(donor_mesh[:, :2], mesh_donor.matrix)
-    donor_mesh[:, 2] *= np.sqrt(abs(np.linalg.det(np.asarray(mesh_donor.matrix).reshape(2, 3)[:, :2])))
+    from dfpipe.pipeline.faces.align import transform_mesh
+
+    donor_mesh = transform_mesh(mesh_donor.mesh, mesh_donor.matrix)
     boxes = {i: np.array([rows.loc[i].x1, rows.loc[i].y1, rows.loc[i].x2, rows.loc[i].y2]) for i in range(len(frames))}
     target_meshes = [np.asarray(m, np.float64).reshape(-1, 3) for m in rows.mesh]
     other = videos[videos.path.str.contains("real004_1")].iloc[0]

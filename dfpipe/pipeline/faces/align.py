@@ -119,6 +119,16 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def transform_mesh(mesh: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """A face mesh (468 x 3, or its 1404 values) through a 2x3 similarity: x, y mapped, z
+    scaled by the same factor so depth stays in the new pixels' scale (frame -> crop)."""
+    m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
+    out = np.array(mesh, dtype=np.float64).reshape(-1, 3)
+    out[:, :2] = transform_points(out[:, :2], m)
+    out[:, 2] *= np.sqrt(abs(np.linalg.det(m[:, :2])))
+    return out
+
+
 def invert_matrix(matrix: np.ndarray) -> np.ndarray:
     """Crop -> frame matrix, for pasting a crop back (synthesis)."""
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64).reshape(2, 3))

@@ -28,7 +28,7 @@ from dfpipe.manifests.codec import decode_image, encode_image, encode_mask
 from dfpipe.manifests.ids import face_id
 from dfpipe.manifests.parts import part_path, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import FACES_INDEX_COLUMNS, FACES_SCHEMA, VIDEOS_SCHEMA
-from dfpipe.pipeline.faces.align import transform_points, warp_crop
+from dfpipe.pipeline.faces.align import transform_mesh, transform_points, warp_crop
 from dfpipe.pipeline.synth.compose import Composer, Generator
 from dfpipe.pipeline.synth.config import SynthConfig
 from dfpipe.pipeline.synth.pairing import (
@@ -187,12 +187,7 @@ def _source_mesh_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray] 
         return None
     best = min(rows, key=lambda r: (abs(r["yaw"] or 0.0) + abs(r["pitch"] or 0.0) - 20.0 * (r["mesh_score"] or 0.0),
                                     r["frame_index"]))
-    m = np.asarray(best["matrix"], np.float64).reshape(2, 3)
-    mesh = np.asarray(best["mesh"], np.float64).reshape(-1, 3)
-    crop_mesh = mesh.copy()
-    crop_mesh[:, :2] = transform_points(mesh[:, :2], m)
-    crop_mesh[:, 2] *= np.sqrt(abs(np.linalg.det(m[:, :2])))
-    return decode_image(best["image"]), crop_mesh
+    return decode_image(best["image"]), transform_mesh(best["mesh"], best["matrix"])
 
 
 def _mesher(device: str):

@@ -31,7 +31,7 @@ class SourceExpression:
 
     def __init__(self, rows: list[dict], video_path, mesher) -> None:
         from dfpipe.manifests.codec import decode_image
-        from dfpipe.pipeline.faces.align import transform_points
+        from dfpipe.pipeline.faces.align import transform_mesh
         from dfpipe.pipeline.synth.track import plan_track
 
         rows = sorted((r for r in rows if r.get("mesh") is not None), key=lambda r: r["frame_index"])
@@ -48,12 +48,7 @@ class SourceExpression:
         self.offsets = stack - stack.mean(axis=0)
         self.sampled = np.array([r["frame_index"] for r in rows])
         self.crops = [decode_image(r["image"]) for r in rows]
-        self.crop_meshes = []
-        for r in rows:
-            m = np.asarray(r["mesh"], np.float64).reshape(-1, 3)
-            crop_mesh = m.copy()
-            crop_mesh[:, :2] = transform_points(m[:, :2], r["matrix"])
-            self.crop_meshes.append(crop_mesh)
+        self.crop_meshes = [transform_mesh(r["mesh"], r["matrix"]) for r in rows]
 
     def at(self, position: int) -> tuple[np.ndarray, int]:
         """(468 x 2 expression offset, index of the nearest sampled crop) `position` frames
