@@ -39,6 +39,7 @@ def synthesize(
     mask_warp: str = option(CONFIG, "mask_warp", help="Mask deformation: elastic, piecewise or none."),
     deform: bool = option(CONFIG, "deform", help="Deform the landmark mask (erode/dilate, blur, blend ratio) as SBI does."),
     geometry: str = option(CONFIG, "geometry", help="What places a swapped face: mesh (the donor's face rendered on each target frame's face mesh, following its pose and expression; needs faces extracted with a mesh) or landmarks (one still crop moved by the 5 points)."),
+    occluders: bool = option(CONFIG, "occluders", help="Mesh swap: keep what covers the target's face (a hand, a microphone) in front of the swapped face, found where a frame departs from the target's usual look."),
     transform: str = option(CONFIG, "transform", help="5-point swap (--geometry landmarks) warp from source to target landmarks: similarity or affine."),
     smooth: float = option(CONFIG, "smooth", help="Sigma, in frames, of the temporal smoothing of target landmarks (0 = off)."),
     follow_motion: float = option(
@@ -66,6 +67,7 @@ def synthesize(
     try:
         config = SynthConfig(
             method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, pairing=pairing, pairs_file=pairs_file, geometry=geometry,
+            occluders=occluders,
             per_video=per_video, seed=seed, region=region, mask_warp=mask_warp, deform=deform, transform=transform,
             smooth=smooth, follow_motion=follow_motion, from_generator=from_generator, harmonizer=harmonizer,
             device=device, include_reals=include_reals,

@@ -49,6 +49,7 @@ class SynthConfig:
     pairs_file: str | None = None
     pairing: str = "random"
     geometry: str = "mesh"
+    occluders: bool = True  # mesh swap: the target keeps what covers its face (a hand, a mic)
     from_generator: str | None = None
     harmonizer: str | None = None
     device: str = "cpu"

@@ -190,6 +190,15 @@ def _source_mesh_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray] 
     return decode_image(best["image"]), transform_mesh(best["mesh"], best["matrix"])
 
 
+def _target_look(ds: Path, ref: TrackRef):
+    """The target's usual face (`occlusion.TargetLook`) from its sampled crops with a mesh."""
+    from dfpipe.pipeline.synth.occlusion import TargetLook, evenly
+
+    rows = sorted((r for r in _track_rows(ds, ref, with_images=True) if r.get("mesh") is not None),
+                  key=lambda r: r["frame_index"])
+    return TargetLook([(decode_image(r["image"]), transform_mesh(r["mesh"], r["matrix"])) for r in evenly(rows)]) if rows else None
+
+
 def _mesher(device: str):
     """The process's Face Mesh (shared with extract)."""
     from dfpipe.pipeline.faces.rows import face_mesher
@@ -236,7 +245,8 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
             # no flow following: the mesh itself follows pose and expression, and mixing in the
             # previous frame carried along the flow left ghosts of the eyes and mouth
             return MeshSwapGenerator(source[0], source[1], plan.boxes, _mesher(config.device),
-                                     target_meshes=plan.meshes)
+                                     target_meshes=plan.meshes,
+                                     look=_target_look(ds, job.pair.target) if config.occluders else None)
     if config.method == "swap":
         from dfpipe.pipeline.synth.swap import SwapGenerator
 

@@ -289,13 +289,21 @@ class MeshSwapGenerator:
 
     def __init__(self, source: np.ndarray, source_mesh: np.ndarray, boxes: dict[int, np.ndarray], mesher,
                  smoothing: float = MESH_SMOOTHING, target_meshes: list[np.ndarray] | None = None,
-                 shape: float = SHAPE) -> None:
+                 shape: float = SHAPE, look=None) -> None:
         self.source = np.ascontiguousarray(source[..., :3])
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
         self.target_mesh = FrameMesh(boxes, mesher, smoothing)
         self._source_eyes = eye_opening(self.source_mesh)
         # hair over the donor's face is warped along with it and masked out
         self._source_hair = donor_hair(self.source, self.source_mesh)
+        # what covers the target's face (`look`: an `occlusion.TargetLook`) stays in front: found
+        # on the face atlas, carried to the donor's crop, warped with the donor's pixels
+        self.look = look
+        self._atlas_to_source = None
+        if look is not None:
+            from dfpipe.pipeline.synth.occlusion import atlas_to_crop_tables
+
+            self._atlas_to_source = atlas_to_crop_tables(self.source_mesh, self.source.shape, look.size)
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
         self.shape = shape if target_meshes else 0.0
@@ -316,6 +324,7 @@ class MeshSwapGenerator:
         fg = np.zeros_like(frame[..., :3])
         valid = np.zeros(frame.shape[:2], np.uint8)
         hair_free = np.full(frame.shape[:2], 255, np.uint8)
+        keep = self._source_keep(frame, mesh)
         raster = rasterize(dst, frame.shape)  # one raster, two sources
         roi = None
         if raster is not None:
@@ -323,7 +332,7 @@ class MeshSwapGenerator:
             tri = mesh_triangles()
             donor = remap_tables(index, roi, triangle_affines(self.source_mesh, dst, tri), ~own)
             remap_into(fg, valid, self.source, *donor, roi)
-            remap_into(hair_free, np.zeros_like(valid), self._source_hair, *donor, roi)
+            remap_into(hair_free, np.zeros_like(valid), keep, *donor, roi)
             # the target's mouth interior (and open eyes where the donor's are shut), moved with
             # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
             target = remap_tables(index, roi, triangle_affines(mesh, dst, tri), own)
@@ -332,12 +341,23 @@ class MeshSwapGenerator:
         # inside both outlines: the target's (its jaw line and background stay) and the moved one
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled
         mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, [LIPS_INNER]), blend_mask(dst, frame.shape, [LIPS_INNER])), inside)
-        if roi is not None and (hair_free[roi] < 255).any():  # feather the donor's hair out like the mask's edge
+        if roi is not None and (hair_free[roi] < 255).any():  # feather hair and occluders out like the mask's edge
             sigma = max(1.0, FEATHER * face_size(mesh))
             pad = int(3 * sigma) + 1
             box = (slice(max(roi[0].start - pad, 0), roi[0].stop + pad), slice(max(roi[1].start - pad, 0), roi[1].stop + pad))
             mask[box] = np.minimum(mask[box], cv2.GaussianBlur(hair_free[box], (0, 0), sigma))
         return fg, mask
+
+    def _source_keep(self, frame: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+        """uint8 map over the donor's crop of the pixels it gives this frame: 0 on its hair
+        and where an occluder covers the target's face."""
+        if self._atlas_to_source is None:
+            return self._source_hair
+        covered = self.look.occluded(frame, mesh)
+        if not covered.any():
+            return self._source_hair
+        on_source = cv2.remap(covered, *self._atlas_to_source, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return np.minimum(self._source_hair, 255 - on_source)
 
     def prepare_frames(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Batch the coming frames' Face Mesh (see `FrameMesh.prepare`)."""
