@@ -106,9 +106,15 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     expression = SourceExpression(faces[faces.video_id == other.video_id].to_dict("records"), ds / other.path,
                                   _mesher("cpu"))
 
+    from dfpipe.pipeline.synth.occlusion import TargetLook, evenly
+
+    # the target's usual look, as synthesize builds it (occluders kept in front, the default)
+    look = TargetLook([(decode_image(r.image), transform_mesh(r.mesh, r.matrix)) for r in evenly(list(rows.itertuples()))])
     generators = {
         "mesh swap": lambda: MeshSwapGenerator(decode_image(mesh_donor.image), donor_mesh, boxes, _mesher("cpu"),
-                                               target_meshes=target_meshes),
+                                               target_meshes=target_meshes, look=look),
+        "mesh swap (--no-occluders)": lambda: MeshSwapGenerator(decode_image(mesh_donor.image), donor_mesh, boxes,
+                                                                _mesher("cpu"), target_meshes=target_meshes),
         "reenact": lambda: ReenactGenerator(expression, target_meshes, boxes, _mesher("cpu"), 0),
         "swap (rigid)": lambda: SwapGenerator(src, src_lm),
         "swap (follow motion)": lambda: FlowFollow(SwapGenerator(src, src_lm), 0.2),
@@ -117,7 +123,7 @@ def per_frame(ds: Path, repeats: int, tmp: Path) -> None:
     }
     configs = [(g, b, "none") for g in generators for b in ("none", "alpha", "poisson", "poisson-mixed")]
     configs += [("swap (follow motion)", "alpha", c) for c in ("rct", "lct", "mkl", "idt")]
-    configs += [("mesh swap", "alpha", "lct")]
+    configs += [("mesh swap", "alpha", "lct"), ("mesh swap (--no-occluders)", "alpha", "lct")]
     timings: dict[tuple, list[float]] = {c: [] for c in configs}
     for _ in range(repeats):
         for c in configs:

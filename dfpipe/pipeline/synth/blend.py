@@ -42,12 +42,15 @@ def alpha_blend(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice] | None:
     """(rows, cols) slices of the region where the mask is on, grown by `margin` and clipped."""
-    ys, xs = np.nonzero(soft_mask(mask) > _ON)
-    if len(ys) == 0:
+    m = np.asarray(mask)
+    m = m[..., 0] if m.ndim == 3 else m
+    on = m > (_ON * 255 if m.dtype == np.uint8 else _ON)
+    x, y, bw, bh = cv2.boundingRect(on.view(np.uint8))  # of the nonzero pixels, in C
+    if bw == 0 or bh == 0:
         return None
-    h, w = mask.shape[:2]
-    return (slice(max(0, ys.min() - margin), min(h, ys.max() + margin + 1)),
-            slice(max(0, xs.min() - margin), min(w, xs.max() + margin + 1)))
+    h, w = m.shape[:2]
+    return (slice(max(0, y - margin), min(h, y + bh + margin)),
+            slice(max(0, x - margin), min(w, x + bw + margin)))
 
 
 def poisson_blend(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, mixed: bool = False) -> np.ndarray:

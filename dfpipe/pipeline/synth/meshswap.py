@@ -14,6 +14,7 @@ warped source face, so no pixel from around the source face comes along.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -26,7 +27,14 @@ from dfpipe.pipeline.faces.topology import (
     LIPS_INNER,
     outline,
 )
-from dfpipe.pipeline.synth.meshwarp import mesh_triangles, rasterize, remap_into, remap_tables, triangle_affines
+from dfpipe.pipeline.synth.meshwarp import (
+    destination_inverse,
+    mesh_triangles,
+    rasterize,
+    remap_into,
+    remap_tables,
+    triangle_affines,
+)
 
 #: share of the new mesh in the running average over frames (1 = no smoothing)
 MESH_SMOOTHING = 0.6
@@ -71,31 +79,37 @@ def opening_triangles() -> dict[str, np.ndarray]:
             for name, ring in (("mouth", LIPS_INNER), ("eye_left", EYE_IMAGE_LEFT), ("eye_right", EYE_IMAGE_RIGHT))}
 
 
-def blend_mask(mesh: np.ndarray, shape: tuple[int, ...], holes: list[tuple[int, ...]]) -> np.ndarray:
-    """uint8 soft mask: the face outline of `mesh`, inset and feathered, without the
-    polygons of `holes` (rings of mesh points)."""
-    size = face_size(mesh)
+def blend_mask(meshes: Sequence[np.ndarray], shape: tuple[int, ...], holes: list[tuple[int, ...]]) -> np.ndarray:
+    """uint8 soft mask: inside the face outline of every mesh of `meshes` (the target's, and
+    the one its face is moved to), inset and feathered, without the polygons of `holes`
+    (rings of mesh points) of any of them. One blur for all: the intersection is taken hard."""
+    frame_meshes = [np.asarray(m, np.float64)[:, :2] for m in meshes]
+    size = face_size(frame_meshes[0])
     sigma = max(1.0, FEATHER * size)
-    # work in the face's box (plus the blur's reach), not the whole frame: 10x less to blur
-    frame_pts = np.asarray(mesh, np.float64)[:, :2]
+    # work in the faces' box (plus the blur's reach), not the whole frame: 10x less to blur
     h, w = shape[:2]
     pad = int(3 * sigma) + 2
-    x0, y0 = np.maximum(np.floor(frame_pts.min(0)).astype(int) - pad, 0)
-    x1, y1 = np.minimum(np.ceil(frame_pts.max(0)).astype(int) + pad, (w, h))
+    x0, y0 = np.maximum(np.floor(np.min([m.min(0) for m in frame_meshes], axis=0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(np.max([m.max(0) for m in frame_meshes], axis=0)).astype(int) + pad, (w, h))
     out = np.zeros(shape[:2], np.uint8)
     if x1 <= x0 or y1 <= y0:
         return out
-    pts = frame_pts - (x0, y0)
-    hard = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    ring = pts[list(outline())]
-    centre = pts[[1, 168]].mean(0)  # between the nose tip and the bridge
-    ring = centre + SHRINK * (ring - centre)  # off the temples and jaw, where hair and background meet the face
-    cv2.fillPoly(hard, [np.rint(ring * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    hard = None
+    for frame_pts in frame_meshes:
+        pts = frame_pts - (x0, y0)
+        one = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        ring = pts[list(outline())]
+        centre = pts[[1, 168]].mean(0)  # between the nose tip and the bridge
+        ring = centre + SHRINK * (ring - centre)  # off the temples and jaw, where hair and background meet the face
+        cv2.fillPoly(one, [np.rint(ring * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        hard = one if hard is None else np.minimum(hard, one)
     inset = max(1, int(round(INSET * size)))
     hard = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * inset + 1,) * 2))
-    for ring in holes:
-        cv2.fillPoly(hard, [np.rint(pts[list(ring)] * 16).astype(np.int32)], 0, cv2.LINE_AA, shift=4)
-    _cut_forehead(hard, pts, size)
+    for frame_pts in frame_meshes:
+        pts = frame_pts - (x0, y0)
+        for ring in holes:
+            cv2.fillPoly(hard, [np.rint(pts[list(ring)] * 16).astype(np.int32)], 0, cv2.LINE_AA, shift=4)
+        _cut_forehead(hard, pts, size)
     soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), sigma)
     # keep the soft edge inside the hard region: fully opaque deep inside, 0 at the outline
     out[y0:y1, x0:x1] = np.clip(np.minimum(soft * 2.0 - 255.0, hard.astype(np.float32)), 0, 255).astype(np.uint8)
@@ -327,20 +341,23 @@ class MeshSwapGenerator:
         keep = self._source_keep(frame, mesh)
         raster = rasterize(dst, frame.shape)  # one raster, two sources
         roi = None
+        inside = valid
         if raster is not None:
-            index, roi = raster
+            roi = raster.roi
             tri = mesh_triangles()
-            donor = remap_tables(index, roi, triangle_affines(self.source_mesh, dst, tri), ~own)
+            onto_dst = destination_inverse(dst, tri)
+            donor = remap_tables(raster, triangle_affines(self.source_mesh, dst, tri, onto_dst), ~own)
             remap_into(fg, valid, self.source, *donor, roi)
             remap_into(hair_free, np.zeros_like(valid), keep, *donor, roi)
             # the target's mouth interior (and open eyes where the donor's are shut), moved with
             # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
-            target = remap_tables(index, roi, triangle_affines(mesh, dst, tri), own)
+            target = remap_tables(raster, triangle_affines(mesh, dst, tri, onto_dst), own)
             remap_into(fg, valid, np.ascontiguousarray(frame[..., :3]), *target, roi)
-        inside = cv2.erode(valid, np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
+            inside = np.zeros_like(valid)  # no black from past the source crop's edge
+            inside[roi] = cv2.erode(valid[roi], np.ones((5, 5), np.uint8))
         # inside both outlines: the target's (its jaw line and background stay) and the moved one
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled
-        mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, [LIPS_INNER]), blend_mask(dst, frame.shape, [LIPS_INNER])), inside)
+        mask = np.minimum(blend_mask([mesh, dst], frame.shape, [LIPS_INNER]), inside)
         if roi is not None and (hair_free[roi] < 255).any():  # feather hair and occluders out like the mask's edge
             sigma = max(1.0, FEATHER * face_size(mesh))
             pad = int(3 * sigma) + 1

@@ -11,7 +11,8 @@ triangles from the donor and the mouth opening from the target frame.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
@@ -27,23 +28,48 @@ def mesh_triangles() -> np.ndarray:
     return tri
 
 
-def triangle_affines(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(T, 2, 3) affine maps taking each destination triangle onto its source triangle
-    (destination pixel -> source pixel); degenerate triangles get a map to NaN."""
-    s = np.asarray(src, np.float64)[triangles][..., :2]  # T x 3 x 2
+def destination_inverse(dst: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 3, 3) inverses of each destination triangle's corners in homogeneous form, and
+    the bool of non-degenerate ones: what every source's affines onto `dst` share."""
     d = np.asarray(dst, np.float64)[triangles][..., :2]
     d_h = np.concatenate([d, np.ones(d.shape[:2] + (1,))], axis=2)  # T x 3 x 3 (rows: x, y, 1)
-    det = np.linalg.det(d_h)
-    ok = np.abs(det) > 1e-6
+    ok = np.abs(np.linalg.det(d_h)) > 1e-6
+    inverse = np.zeros_like(d_h)
+    inverse[ok] = np.linalg.inv(d_h[ok])
+    return inverse, ok
+
+
+def triangle_affines(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
+                     inverse: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(T, 2, 3) affine maps taking each destination triangle onto its source triangle
+    (destination pixel -> source pixel); degenerate triangles get a map to NaN. `inverse`:
+    `destination_inverse(dst, triangles)`, when several sources share the destination."""
+    inv, ok = destination_inverse(dst, triangles) if inverse is None else inverse
+    s = np.asarray(src, np.float64)[triangles][..., :2]  # T x 3 x 2
     out = np.full((len(triangles), 2, 3), np.nan)
     # d_h @ A.T = s  ->  A.T = inv(d_h) @ s
-    out[ok] = np.transpose(np.linalg.solve(d_h[ok], s[ok]), (0, 2, 1))
+    out[ok] = np.transpose(inv[ok] @ s[ok], (0, 2, 1))
     return out
+
+
+@dataclass
+class Raster:
+    """Which triangle covers each pixel of `roi` (`index`, -1 outside the mesh), with the
+    covered pixels listed once for every source's remap tables."""
+
+    index: np.ndarray
+    roi: tuple[slice, slice]
+
+    @cached_property
+    def pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, columns, triangle) of the covered pixels."""
+        ys, xs = np.nonzero(self.index >= 0)
+        return ys, xs, self.index[ys, xs]
 
 
 def rasterize(
     dst: np.ndarray, shape: tuple[int, ...], triangles: np.ndarray | None = None, keep: np.ndarray | None = None,
-) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+) -> Raster | None:
     """The triangle index of every destination pixel (-1 outside the mesh) over the mesh's
     box `roi` in a frame of `shape`, far triangles drawn first so the near side wins on a
     turned face (z of `dst`, when given; smaller = nearer). `keep`: bool per triangle."""
@@ -59,29 +85,28 @@ def rasterize(
     if dst.shape[1] >= 3:
         order = order[np.argsort(-dst[tri[order]][:, :, 2].mean(1), kind="stable")]
     index = np.full((y1 - y0, x1 - x0), -1, np.int32)
-    corners = np.rint((dst[:, :2] - (x0, y0)) * 16).astype(np.int32)  # 4 fractional bits
-    for t in order:
-        cv2.fillConvexPoly(index, corners[tri[t]], int(t), lineType=cv2.LINE_8, shift=4)
-    return index, (slice(y0, y1), slice(x0, x1))
+    corners = np.rint((dst[:, :2] - (x0, y0)) * 16).astype(np.int32)[tri[order]]  # 4 fractional bits
+    fill = cv2.fillConvexPoly
+    for t, triangle in zip(order.tolist(), corners):  # plain ints and one array each: the loop is the cost
+        fill(index, triangle, t, cv2.LINE_8, 4)
+    return Raster(index, (slice(y0, y1), slice(x0, x1)))
 
 
-def remap_tables(index: np.ndarray, roi: tuple[slice, slice], affines: np.ndarray,
-                 use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`cv2.remap` tables over `roi` from a triangle `index` raster and per-triangle
-    affines (destination -> source); pixels outside the mesh, of a degenerate triangle or
-    of a triangle `use` leaves out map to -1."""
+def remap_tables(raster: Raster, affines: np.ndarray, use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`cv2.remap` tables over the raster's roi from per-triangle affines (destination ->
+    source); pixels outside the mesh, of a degenerate triangle or of a triangle `use`
+    leaves out map to -1."""
     ok = np.isfinite(affines).all(axis=(1, 2))
     if use is not None:
         ok &= np.asarray(use, bool)
-    map_x = np.full(index.shape, -1.0, np.float32)
-    map_y = np.full(index.shape, -1.0, np.float32)
-    ys, xs = np.nonzero(index >= 0)
-    t = index[ys, xs]
+    map_x = np.full(raster.index.shape, -1.0, np.float32)
+    map_y = np.full(raster.index.shape, -1.0, np.float32)
+    ys, xs, t = raster.pixels
     sel = ok[t]
     ys, xs, t = ys[sel], xs[sel], t[sel]
     if len(t):
         a = affines[t]
-        px, py = xs + float(roi[1].start), ys + float(roi[0].start)
+        px, py = xs + float(raster.roi[1].start), ys + float(raster.roi[0].start)
         map_x[ys, xs] = a[:, 0, 0] * px + a[:, 0, 1] * py + a[:, 0, 2]
         map_y[ys, xs] = a[:, 1, 0] * px + a[:, 1, 1] * py + a[:, 1, 2]
     return map_x, map_y
@@ -95,8 +120,8 @@ def remap_into(out: np.ndarray, valid: np.ndarray, source: np.ndarray, map_x: np
     inside = (map_x >= 0) & (map_y >= 0) & (map_x <= w - 1) & (map_y <= h - 1)
     warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     region, region_valid = out[roi], valid[roi]
-    region[inside] = warped[inside]
-    region_valid[inside] = 255
+    np.copyto(region, warped, where=inside[..., None] if warped.ndim == 3 else inside)
+    np.copyto(region_valid, np.uint8(255), where=inside)
 
 
 def warp_to_mesh(
@@ -109,7 +134,6 @@ def warp_to_mesh(
     raster = rasterize(dst, shape, keep=keep)
     if raster is None:
         return out, valid
-    index, roi = raster
-    map_x, map_y = remap_tables(index, roi, triangle_affines(src, dst, mesh_triangles()))
-    remap_into(out, valid, source, map_x, map_y, roi)
+    map_x, map_y = remap_tables(raster, triangle_affines(src, dst, mesh_triangles()))
+    remap_into(out, valid, source, map_x, map_y, raster.roi)
     return out, valid

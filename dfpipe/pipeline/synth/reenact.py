@@ -88,7 +88,7 @@ class ReenactGenerator:
         if _lip_gap(mesh) >= OWN_MOUTH * _lip_gap(dst):  # the target's own mouth is open enough to stretch
             fg, valid = warp_to_mesh(frame, mesh, dst, frame.shape)
             inside = cv2.erode(valid, np.ones((5, 5), np.uint8))
-            mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, []), blend_mask(dst, frame.shape, [])), inside)
+            mask = np.minimum(blend_mask([mesh, dst], frame.shape, []), inside)
             return fg, mask
         fg, valid = warp_to_mesh(frame, mesh, dst, frame.shape, keep=~mouth)
         # the mouth opening from the source's crop, in the target's lip colour
@@ -103,7 +103,7 @@ class ReenactGenerator:
             fg[use] = _match_colour(inner[use], frame[lips > 0], inner[inner_valid > 0])
             valid = np.where(use, 255, valid).astype(np.uint8)
         inside = cv2.erode(valid, np.ones((5, 5), np.uint8))
-        mask = np.minimum(np.minimum(blend_mask(mesh, frame.shape, []), blend_mask(dst, frame.shape, [])), inside)
+        mask = np.minimum(blend_mask([mesh, dst], frame.shape, []), inside)
         return fg, mask
 
 
