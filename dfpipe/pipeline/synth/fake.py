@@ -180,14 +180,25 @@ class _GeneratedFrames:
 
 
 def _source_mesh_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray] | None:
-    """The donor's most frontal, well-scored crop and its mesh in crop pixels (468 x 3), or
-    None when the donor's faces have no mesh (extracted with --mesh none)."""
+    """The donor's best crop to render on every target frame and its mesh in crop pixels
+    (468 x 3), or None when the donor's faces have no mesh (extracted with --mesh none)."""
     rows = [r for r in _track_rows(ds, ref, with_images=True) if r.get("mesh") is not None]
     if not rows:
         return None
-    best = min(rows, key=lambda r: (abs(r["yaw"] or 0.0) + abs(r["pitch"] or 0.0) - 20.0 * (r["mesh_score"] or 0.0),
-                                    r["frame_index"]))
+    best = min(rows, key=lambda r: (_donor_cost(r), r["frame_index"]))
     return decode_image(best["image"]), transform_mesh(best["mesh"], best["matrix"])
+
+
+def _donor_cost(row: dict) -> float:
+    """Degrees, roughly: how far a donor face is from frontal and at rest. The swapped face
+    takes the target's expression, but a donor frame with an open or smiling mouth or shut
+    eyes carries its stretched lips, raised cheeks and lids onto every frame."""
+    from dfpipe.pipeline.synth.meshswap import eye_opening, mouth_opening
+
+    mesh = np.asarray(row["mesh"], np.float64).reshape(-1, 3)
+    shut = sum(1 for r in eye_opening(mesh) if r < 0.15)
+    return (abs(row["yaw"] or 0.0) + abs(row["pitch"] or 0.0) - 20.0 * (row["mesh_score"] or 0.0)
+            + 150.0 * mouth_opening(mesh) + 15.0 * shut)
 
 
 def _target_look(ds: Path, ref: TrackRef):

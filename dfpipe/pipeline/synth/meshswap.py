@@ -65,6 +65,12 @@ def eye_opening(mesh: np.ndarray) -> tuple[float, float]:
     return ratio(159, 145, 33, 133), ratio(386, 374, 362, 263)
 
 
+def mouth_opening(mesh: np.ndarray) -> float:
+    """Inner-lip gap over the mouth's width (0 closed, about 0.5 wide open)."""
+    m = np.asarray(mesh, np.float64)[:, :2]
+    return float(np.linalg.norm(m[13] - m[14]) / max(np.linalg.norm(m[78] - m[308]), 1e-6))
+
+
 def face_size(mesh: np.ndarray) -> float:
     """Outer eye corners to chin: a scale of the face in pixels."""
     m = np.asarray(mesh, np.float64)[:, :2]
