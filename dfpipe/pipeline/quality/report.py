@@ -57,6 +57,16 @@ def summary_table(videos: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def by_metric(table: pd.DataFrame) -> pd.DataFrame:
+    """`summary_table` turned: a row per metric, a column per dataset / method /
+    compression / label, so a dozen metrics fit a page (as the terminal table shows them)."""
+    if table.empty:
+        return table
+    turned = table.set_index(_group_label(table, GROUP)).drop(columns=GROUP).T
+    turned.insert(0, "metric", [LABELS.get(c, c) for c in turned.index])
+    return turned.reset_index(drop=True)
+
+
 def fmt(value) -> str:
     """A metric as tables show it (3 significant digits, `-` for none)."""
     if isinstance(value, (float, np.floating)):
@@ -209,7 +219,7 @@ def write_report(root: str | Path, report: str | Path) -> Path:
     errors = videos[videos["status"] != "ok"]
     report.parent.mkdir(parents=True, exist_ok=True)
     if report.suffix.lower() == ".md":
-        parts = [f"# Quality of {Path(root).name}", "", _markdown(table) if not table.empty else "_no scored videos_"]
+        parts = [f"# Quality of {Path(root).name}", "", _markdown(by_metric(table)) if not table.empty else "_no scored videos_"]
         if not errors.empty:
             parts += ["", "## Videos that could not be scored", "", _markdown(errors[["video_id", "error_code", "error"]])]
         parts += [""] + [f"## {t}\n\n![{t}]({p})\n" for t, p in rel]
@@ -222,7 +232,7 @@ def write_report(root: str | Path, report: str | Path) -> Path:
             "(the donor for a swap, the target for a reenactment). pose_error: degrees against the target; "
             "expression_error: mesh distance after pose removal over the eye distance; seam: gradient on the "
             "mask boundary over the real frame's (1 = invisible).</p>",
-            table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")]
+            by_metric(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")]
     if not errors.empty:
         body += ["<h2>Videos that could not be scored</h2>", errors[["video_id", "error_code", "error"]].to_html(index=False)]
     for method, samples in sample_triplets(root, frames):
