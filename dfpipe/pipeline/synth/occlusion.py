@@ -5,10 +5,12 @@ mesh would paint the donor's skin over the hand. The target's usual look is know
 its own track: its sampled crops, unwarped onto one frontal layout of the canonical face
 (the "atlas"), give a per-pixel median (the face as it usually looks) and spread (how much
 each pixel varies: the lips and eyes a lot, the cheeks little). A frame's face, unwarped
-the same way and matched to the median in overall colour, is occluded where it departs
-from the median by several spreads over a patch of some size; there the target keeps its
-own pixels. An occluder present on most of the track's frames is part of the median, and
-is not found.
+the same way and matched in overall colour to the median of the crops nearest its head
+turn, is occluded where it departs from it by several spreads over a patch of some size
+(grown by hysteresis, holes filled); there the target keeps its own pixels. Not found: an
+occluder present on most of the track's frames (it is part of the median), and any on a
+frame whose head turn none of the crops shows (its usual look is unknown, so nothing is
+guessed).
 """
 
 from __future__ import annotations
@@ -229,7 +231,6 @@ class TargetLook:
         # a margin past the occluder's edge: the blend's feather (about 5 atlas pixels) then
         # fades the donor in outside the occluder, not over its rim
         return cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MARGIN + 1,) * 2))
-
 
     def _distance(self, frame: np.ndarray, mesh: np.ndarray, median: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(departure from `median` over a patch, in units of the pixel's threshold; bool
