@@ -185,20 +185,33 @@ def _source_mesh_face(ds: Path, ref: TrackRef) -> tuple[np.ndarray, np.ndarray] 
     rows = [r for r in _track_rows(ds, ref, with_images=True) if r.get("mesh") is not None]
     if not rows:
         return None
-    best = min(rows, key=lambda r: (_donor_cost(r), r["frame_index"]))
+    best = choose_donor(rows)
     return decode_image(best["image"]), transform_mesh(best["mesh"], best["matrix"])
 
 
-def _donor_cost(row: dict) -> float:
-    """Degrees, roughly: how far a donor face is from frontal and at rest. The swapped face
-    takes the target's expression, but a donor frame with an open or smiling mouth or shut
-    eyes carries its stretched lips, raised cheeks and lids onto every frame."""
+def choose_donor(rows: list[dict]) -> dict:
+    """The donor's face (a faces row with a mesh) to render on every target frame: the one
+    nearest frontal, at rest and sharp (`donor_costs`); the earliest of equals."""
+    costs = donor_costs(rows)
+    return rows[min(range(len(rows)), key=lambda i: (costs[i], rows[i]["frame_index"]))]
+
+
+def donor_costs(rows: list[dict]) -> list[float]:
+    """Degrees, roughly, per faces row: how far each donor face is from frontal, at rest and
+    sharp. The swapped face takes the target's expression, but a donor frame with an open
+    or smiling mouth or lowered lids carries its stretched lips and half-shut eyes onto
+    every frame, and a frame blurred by the head's motion blurs the whole fake. Eyes and
+    sharpness are judged against the donor's own track (people and cameras differ)."""
     from dfpipe.pipeline.synth.meshswap import eye_opening, mouth_opening
 
-    mesh = np.asarray(row["mesh"], np.float64).reshape(-1, 3)
-    shut = sum(1 for r in eye_opening(mesh) if r < 0.15)
-    return (abs(row["yaw"] or 0.0) + abs(row["pitch"] or 0.0) - 20.0 * (row["mesh_score"] or 0.0)
-            + 150.0 * mouth_opening(mesh) + 15.0 * shut)
+    meshes = [np.asarray(r["mesh"], np.float64).reshape(-1, 3) for r in rows]
+    eyes = np.array([np.mean(eye_opening(m)) for m in meshes])
+    usual_eyes = max(float(np.median(eyes)), 1e-6)
+    sharp = np.array([r.get("sharpness") or 0.0 for r in rows], np.float64)
+    sharpest = max(float(sharp.max()), 1e-6)
+    return [abs(r["yaw"] or 0.0) + abs(r["pitch"] or 0.0) - 20.0 * (r["mesh_score"] or 0.0)
+            + 150.0 * mouth_opening(m) + 40.0 * max(0.0, 1.0 - e / usual_eyes) + 25.0 * (1.0 - s / sharpest)
+            for r, m, e, s in zip(rows, meshes, eyes, sharp)]
 
 
 def _target_look(ds: Path, ref: TrackRef):

@@ -36,8 +36,15 @@ from dfpipe.pipeline.synth.meshwarp import (
     triangle_affines,
 )
 
-#: share of the new mesh in the running average over frames (1 = no smoothing)
-MESH_SMOOTHING = 0.6
+#: One-Euro filter of the target's mesh over frames (Casiez et al. 2012, as MediaPipe smooths
+#: its landmarks): cut-off in cycles per frame at rest (Face Mesh's pixel of jitter on a
+#: still face is smoothed away) ...
+MESH_MIN_CUTOFF = 0.04
+#: ... raised by this much per face size per frame of a point's speed (a mouth opening or a
+#: head turning passes with little lag) ...
+MESH_BETA = 25.0
+#: ... and the speed itself smoothed with this cut-off
+MESH_SPEED_CUTOFF = 0.2
 #: the blend mask stays this share of the face's size inside the outline (the jaw line,
 #: where background meets the face, is the target's)
 INSET = 0.04
@@ -219,17 +226,84 @@ def track_meshes(video_path, boxes: dict[int, np.ndarray], landmarks: dict[int, 
     return out
 
 
+def _alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
+    """Weight of the new sample in a one-pole low-pass of `cutoff` cycles per frame."""
+    return 1.0 / (1.0 + 1.0 / (2.0 * np.pi * cutoff))
+
+
+class MeshFilter:
+    """One-Euro filter over a face's meshes frame by frame: strong smoothing where a point
+    is still, little where it moves. With the image's own shift of the face from the last
+    frame (`shift`, say from `face_shift`), the filter predicts the mesh moved by it and
+    smooths only what the shift does not explain: a camera's shake is followed exactly,
+    Face Mesh's jitter on a still face is not. Speeds are in face sizes per frame, so the
+    same settings serve a small face and a close-up."""
+
+    def __init__(self, min_cutoff: float = MESH_MIN_CUTOFF, beta: float = MESH_BETA,
+                 speed_cutoff: float = MESH_SPEED_CUTOFF) -> None:
+        self.min_cutoff, self.beta, self.speed_cutoff = min_cutoff, beta, speed_cutoff
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # frame, mesh, speed
+
+    @property
+    def last(self) -> np.ndarray | None:
+        """The filtered mesh of the last frame."""
+        return None if self._last is None else self._last[1]
+
+    def __call__(self, frame_index: int, mesh: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
+        mesh = np.asarray(mesh, np.float64)
+        last = self._last
+        if last is None or last[0] != frame_index - 1:  # a new run of frames starts afresh
+            self._last = (frame_index, mesh, np.zeros(len(mesh)))
+            return mesh
+        _, previous, speed = last
+        predicted = previous.copy()
+        if shift is not None:
+            predicted[:, :2] += shift
+        size = max(face_size(previous), 1.0)
+        residual = mesh - predicted
+        raw_speed = np.linalg.norm(residual[:, :2], axis=1) / size
+        speed = speed + _alpha(self.speed_cutoff) * (raw_speed - speed)
+        out = predicted + _alpha(self.min_cutoff + self.beta * speed)[:, None] * residual
+        self._last = (frame_index, out, speed)
+        return out
+
+
+#: side, pixels, of the face patch whose shift between frames `face_shift` measures
+SHIFT_PATCH = 64
+
+
+def face_patch(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The grey patch of `frame` in `box` (x0, y0, x1, y1), SHIFT_PATCH pixels a side."""
+    x0, y0, x1, y1 = box
+    grey = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1, :3]), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (SHIFT_PATCH, SHIFT_PATCH), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _hanning() -> np.ndarray:
+    return cv2.createHanningWindow((SHIFT_PATCH, SHIFT_PATCH), cv2.CV_32F)
+
+
+def face_shift(previous: np.ndarray, current: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The image's translation (x, y pixels) of the face between two `face_patch`es cut
+    from the same `box` of consecutive frames (phase correlation: sub-pixel, a fraction of
+    a millisecond)."""
+    (dx, dy), _ = cv2.phaseCorrelate(previous, current, _hanning())
+    x0, y0, x1, y1 = box
+    return np.array([dx * (x1 - x0) / SHIFT_PATCH, dy * (y1 - y0) / SHIFT_PATCH])
+
+
 class FrameMesh:
     """A target track's Face Mesh frame by frame (frames in order): `boxes` and the caller's
-    landmarks place the region (batched ahead by `prepare` when the caller can), and each
-    mesh is averaged with the previous frame's."""
+    landmarks place the region (batched ahead by `prepare` when the caller can), and the
+    meshes are smoothed over time (`MeshFilter`; `smooth=False` keeps them raw)."""
 
-    def __init__(self, boxes: dict[int, np.ndarray], mesher, smoothing: float = MESH_SMOOTHING) -> None:
+    def __init__(self, boxes: dict[int, np.ndarray], mesher, smooth: bool = True) -> None:
         self.boxes = boxes
         self.mesher = mesher
-        self.smoothing = smoothing
+        self.filter = MeshFilter() if smooth else None
         self.meshes: dict[int, np.ndarray] = {}
-        self._previous: tuple[int, np.ndarray] | None = None
+        self._patch: tuple[int, tuple[int, int, int, int], np.ndarray] | None = None  # frame, box, patch
 
     def prepare(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Face Mesh on the coming (index, image, landmarks) frames in one forward; meshes
@@ -251,11 +325,22 @@ class FrameMesh:
             points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
             mesh = points[0]
         mesh = np.asarray(mesh, np.float64)
-        prev = self._previous
-        if prev is not None and prev[0] == frame_index - 1:
-            mesh = self.smoothing * mesh + (1.0 - self.smoothing) * prev[1]
-        self._previous = (frame_index, mesh)
-        return mesh
+        if self.filter is None:
+            return mesh
+        shift = None
+        patch = self._patch
+        if patch is not None and patch[0] == frame_index - 1:
+            shift = face_shift(patch[2], face_patch(frame, patch[1]), patch[1])
+        out = self.filter(frame_index, mesh, shift)
+        # the next frame's shift is measured in this frame's face box
+        h, w = frame.shape[:2]
+        lo, hi = out[:, :2].min(0), out[:, :2].max(0)
+        pad = 0.1 * (hi - lo)
+        x0, y0 = np.maximum(np.floor(lo - pad).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(hi + pad).astype(int), (w, h))
+        box = (int(x0), int(y0), int(x1), int(y1))
+        self._patch = (frame_index, box, face_patch(frame, box)) if x1 - x0 > 8 and y1 - y0 > 8 else None
+        return out
 
 
 #: donor cheek points whose lightness is the donor's skin
@@ -308,11 +393,11 @@ class MeshSwapGenerator:
     mask_from_generator = True
 
     def __init__(self, source: np.ndarray, source_mesh: np.ndarray, boxes: dict[int, np.ndarray], mesher,
-                 smoothing: float = MESH_SMOOTHING, target_meshes: list[np.ndarray] | None = None,
+                 target_meshes: list[np.ndarray] | None = None,
                  shape: float = SHAPE, look=None) -> None:
         self.source = np.ascontiguousarray(source[..., :3])
         self.source_mesh = np.asarray(source_mesh, np.float64).reshape(-1, 3)
-        self.target_mesh = FrameMesh(boxes, mesher, smoothing)
+        self.target_mesh = FrameMesh(boxes, mesher)
         self._source_eyes = eye_opening(self.source_mesh)
         # hair over the donor's face is warped along with it and masked out
         self._source_hair = donor_hair(self.source, self.source_mesh)
