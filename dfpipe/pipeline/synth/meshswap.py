@@ -401,6 +401,10 @@ class MeshSwapGenerator:
         self._source_eyes = eye_opening(self.source_mesh)
         # hair over the donor's face is warped along with it and masked out
         self._source_hair = donor_hair(self.source, self.source_mesh)
+        # feathered once in the donor's crop (the mask's edge width, at the donor's scale)
+        self._feather = max(1.0, FEATHER * face_size(self.source_mesh))
+        self._soft_hair = (cv2.GaussianBlur(self._source_hair, (0, 0), self._feather)
+                           if (self._source_hair < 255).any() else self._source_hair)
         # what covers the target's face (`look`: an `occlusion.TargetLook`) stays in front: found
         # on the face atlas, carried to the donor's crop, warped with the donor's pixels
         self.look = look
@@ -426,46 +430,43 @@ class MeshSwapGenerator:
             if self._source_eyes[i] < EYE_OPEN_RATIO * eye_opening(mesh)[i]:
                 own |= openings[name]
         dst = self.with_donor_shape(mesh)
-        fg = np.zeros_like(frame[..., :3])
-        valid = np.zeros(frame.shape[:2], np.uint8)
-        hair_free = np.full(frame.shape[:2], 255, np.uint8)
-        keep = self._source_keep(frame, mesh)
+        fg = np.zeros(frame.shape[:2] + (3,), frame.dtype)  # (calloc: pages outside the face are never touched)
+        mask = np.zeros(frame.shape[:2], np.uint8)
         raster = rasterize(dst, frame.shape)  # one raster, two sources
-        roi = None
-        inside = valid
-        if raster is not None:
-            roi = raster.roi
-            tri = mesh_triangles()
-            onto_dst = destination_inverse(dst, tri)
-            donor = remap_tables(raster, triangle_affines(self.source_mesh, dst, tri, onto_dst), ~own)
-            remap_into(fg, valid, self.source, *donor, roi)
-            remap_into(hair_free, np.zeros_like(valid), keep, *donor, roi)
-            # the target's mouth interior (and open eyes where the donor's are shut), moved with
-            # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
-            target = remap_tables(raster, triangle_affines(mesh, dst, tri, onto_dst), own)
-            remap_into(fg, valid, np.ascontiguousarray(frame[..., :3]), *target, roi)
-            inside = np.zeros_like(valid)  # no black from past the source crop's edge
-            inside[roi] = cv2.erode(valid[roi], np.ones((5, 5), np.uint8))
-        # inside both outlines: the target's (its jaw line and background stay) and the moved one
+        if raster is None:
+            return fg, mask
+        roi = raster.roi
+        local_shape = (roi[0].stop - roi[0].start, roi[1].stop - roi[1].start)
+        local = (slice(0, local_shape[0]), slice(0, local_shape[1]))  # the roi in roi-sized maps
+        valid = np.zeros(frame.shape[:2], np.uint8)
+        hair_free = np.full(local_shape, 255, np.uint8)  # the donor's hair and occluders: 0
+        tri = mesh_triangles()
+        onto_dst = destination_inverse(dst, tri)
+        donor = remap_tables(raster, triangle_affines(self.source_mesh, dst, tri, onto_dst), ~own)
+        remap_into(fg, valid, self.source, *donor, roi)
+        remap_into(hair_free, np.zeros(local_shape, np.uint8), self._source_keep(frame, mesh), *donor, local)
+        # the target's mouth interior (and open eyes where the donor's are shut), moved with
+        # the rest to where the donor-shaped mesh puts the mouth, so the lips meet around it
+        target = remap_tables(raster, triangle_affines(mesh, dst, tri, onto_dst), own)
+        remap_into(fg, valid, np.ascontiguousarray(frame[..., :3]), *target, roi)
+        inside = cv2.erode(valid[roi], np.ones((5, 5), np.uint8))  # no black from past the source crop's edge
+        # inside both outlines: the target's (its jaw line and background stay) and the moved one;
         # the mouth opening is the target's frame itself: not colour-shifted, not resampled
-        mask = np.minimum(blend_mask([mesh, dst], frame.shape, [LIPS_INNER]), inside)
-        if roi is not None and (hair_free[roi] < 255).any():  # feather hair and occluders out like the mask's edge
-            sigma = max(1.0, FEATHER * face_size(mesh))
-            pad = int(3 * sigma) + 1
-            box = (slice(max(roi[0].start - pad, 0), roi[0].stop + pad), slice(max(roi[1].start - pad, 0), roi[1].stop + pad))
-            mask[box] = np.minimum(mask[box], cv2.GaussianBlur(hair_free[box], (0, 0), sigma))
+        mask[roi] = np.minimum(blend_mask([mesh, dst], frame.shape, [LIPS_INNER])[roi], inside)
+        # hair and occluders, feathered in the donor's crop like the mask's edge, warped with it
+        mask[roi] = np.minimum(mask[roi], hair_free)
         return fg, mask
 
     def _source_keep(self, frame: np.ndarray, mesh: np.ndarray) -> np.ndarray:
-        """uint8 map over the donor's crop of the pixels it gives this frame: 0 on its hair
-        and where an occluder covers the target's face."""
+        """uint8 soft map over the donor's crop of the pixels it gives this frame: 0 on its
+        hair and where an occluder covers the target's face, feathered as the mask's edge."""
         if self._atlas_to_source is None:
-            return self._source_hair
+            return self._soft_hair
         covered = self.look.occluded(frame, mesh)
         if not covered.any():
-            return self._source_hair
+            return self._soft_hair
         on_source = cv2.remap(covered, *self._atlas_to_source, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return np.minimum(self._source_hair, 255 - on_source)
+        return np.minimum(self._soft_hair, cv2.GaussianBlur(255 - on_source, (0, 0), self._feather))
 
     def prepare_frames(self, frames: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """Batch the coming frames' Face Mesh (see `FrameMesh.prepare`)."""

@@ -49,12 +49,14 @@ MARGIN = 5
 BAND = 5
 #: reference crops nearest in head turn that give a frame's usual look (at least)
 NEAREST = 5
+#: ... and at most (a median over more costs milliseconds per cell of head turn)
+MOST_NEAR = 8
 #: a frame whose head turn (`head_turn`) is this far from every reference crop's is not
 #: tested (about 10 degrees of yaw: the nose tip moves 0.5 -> 0.2 of the way between the
 #: cheeks from frontal to 25 degrees)
 FAR_TURN = 0.08
 #: grid of head turns with one usual look each
-TURN_CELL = 0.03
+TURN_CELL = 0.04
 #: the half-size first look's bar, as a share of the full one's
 PRECHECK = 0.7
 #: crops of the track that make the median (evenly spaced over it)
@@ -184,7 +186,7 @@ class TargetLook:
         # (a pixel one crop does not see takes the median of all, so a plain median serves)
         self._filled = np.where(np.isnan(stack), self.median, stack).astype(np.float32)
         self._turns = np.array([head_turn(mesh) for _, mesh in crops])
-        self._near = max(NEAREST, int(np.ceil(len(crops) / 3)))
+        self._near = min(max(NEAREST, int(np.ceil(len(crops) / 3))), MOST_NEAR)
         self._medians: dict[tuple[int, ...], np.ndarray] = {}  # by cell of head turn
         # few crops give a noisy spread: take a pixel's neighbourhood's largest
         spread = cv2.dilate(spread.astype(np.float32), np.ones((5, 5), np.uint8))
