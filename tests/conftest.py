@@ -108,3 +108,29 @@ def make_pair_dataset(root: Path, real_video: Path, fake_video: Path) -> Path:
     summary = extract([ds], None, ExtractConfig(count=3, size=128), workers=0, progress=False)
     assert summary.n_ok == 2
     return ds
+
+
+def make_donor_dataset(root: Path, target: Path) -> Path:
+    """`target` (a video of real faces) and a public-domain donor (a 25-frame ffmpeg zoom over
+    skimage's astronaut, `astro.mp4`) ingested as real under `root` and extracted every 5th
+    frame with the mesh, 256-pixel crops: the small dataset of the mesh-swap tests."""
+    import subprocess
+
+    import cv2
+    import skimage.data
+
+    from dfpipe.pipeline.faces import ExtractConfig, extract
+    from dfpipe.pipeline.ingest import ingest
+    from dfpipe.pipeline.video.writing import ffmpeg_exe
+
+    still = root / "astronaut.png"
+    cv2.imwrite(str(still), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    zoom = "zoompan=z='1+0.002*on':x='iw/2-(iw/zoom/2)':y='ih/4-(ih/zoom/4)':d=25:s=512x512:fps=25"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-loop", "1", "-i", str(still), "-vf", zoom, "-frames:v", "25",
+                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(root / "astro.mp4")], check=True)
+    (root / "listing.csv").write_text(f"path,label\n{target},real\n{root / 'astro.mp4'},real\n")
+    ds = root / "DS"
+    ingest("list", root / "listing.csv", ds)
+    assert extract([ds], None, ExtractConfig(every=5, keep="main", size=256), workers=0, progress=False).n_ok == 2
+    return ds
+

@@ -15,31 +15,19 @@ from dfpipe.pipeline.synth import SynthConfig, synthesize
 from dfpipe.pipeline.video.decode import iter_frames, probe
 from dfpipe.pipeline.video.writing import ffmpeg_exe
 
+from conftest import make_donor_dataset
+
 pytestmark = pytest.mark.slow
 N_FRAMES = 100
 
 
 @pytest.fixture(scope="module")
 def reals(tmp_path_factory, real_video, retinaface_weights):
-    import skimage.data
-
-    from dfpipe.pipeline.faces import ExtractConfig, extract
-    from dfpipe.pipeline.ingest import ingest
-
     root = tmp_path_factory.mktemp("meshswap")
     ff = ffmpeg_exe()
     subprocess.run([ff, "-loglevel", "error", "-i", str(real_video), "-frames:v", str(N_FRAMES), "-c:v", "libx264",
                     "-crf", "18", "-an", str(root / "news.mp4")], check=True)
-    still = root / "astronaut.png"
-    cv2.imwrite(str(still), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
-    zoom = "zoompan=z='1+0.002*on':x='iw/2-(iw/zoom/2)':y='ih/4-(ih/zoom/4)':d=25:s=512x512:fps=25"
-    subprocess.run([ff, "-loglevel", "error", "-loop", "1", "-i", str(still), "-vf", zoom, "-frames:v", "25",
-                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(root / "astro.mp4")], check=True)
-    (root / "listing.csv").write_text(f"path,label\n{root / 'news.mp4'},real\n{root / 'astro.mp4'},real\n")
-    ds = root / "DS"
-    ingest("list", root / "listing.csv", ds)
-    assert extract([ds], None, ExtractConfig(every=5, keep="main", size=256), workers=0, progress=False).n_ok == 2
-    return ds
+    return make_donor_dataset(root, root / "news.mp4")
 
 
 def _ids(ds):

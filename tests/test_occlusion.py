@@ -4,8 +4,6 @@ test knows, encoded with x264), and a public-domain donor (skimage's astronaut).
 
 from __future__ import annotations
 
-import subprocess
-
 import cv2
 import numpy as np
 import pytest
@@ -14,7 +12,9 @@ from dfpipe.manifests.codec import decode_image
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.video.decode import iter_frames, probe
-from dfpipe.pipeline.video.writing import ffmpeg_exe, write_video
+from dfpipe.pipeline.video.writing import write_video
+
+from conftest import make_donor_dataset
 
 pytestmark = pytest.mark.slow
 N_FRAMES = 100
@@ -49,13 +49,7 @@ def _cup_mask(index: int, shape: tuple[int, ...]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def reals(tmp_path_factory, real_video, retinaface_weights):
-    import skimage.data
-
-    from dfpipe.pipeline.faces import ExtractConfig, extract
-    from dfpipe.pipeline.ingest import ingest
-
     root = tmp_path_factory.mktemp("occlusion")
-    ff = ffmpeg_exe()
     rgba = _cup_rgba()
     alpha = rgba[..., 3:].astype(np.float32) / 255.0
 
@@ -71,16 +65,7 @@ def reals(tmp_path_factory, real_video, retinaface_weights):
             yield image
 
     write_video(covered(), root / "cup.mp4", fps=probe(real_video).fps, crf=18)
-    still = root / "astronaut.png"
-    cv2.imwrite(str(still), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
-    zoom = "zoompan=z='1+0.002*on':x='iw/2-(iw/zoom/2)':y='ih/4-(ih/zoom/4)':d=25:s=512x512:fps=25"
-    subprocess.run([ff, "-loglevel", "error", "-loop", "1", "-i", str(still), "-vf", zoom, "-frames:v", "25",
-                    "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(root / "astro.mp4")], check=True)
-    (root / "listing.csv").write_text(f"path,label\n{root / 'cup.mp4'},real\n{root / 'astro.mp4'},real\n")
-    ds = root / "DS"
-    ingest("list", root / "listing.csv", ds)
-    assert extract([ds], None, ExtractConfig(every=5, keep="main", size=256), workers=0, progress=False).n_ok == 2
-    return ds
+    return make_donor_dataset(root, root / "cup.mp4")
 
 
 def _video(ds, name: str) -> dict:
