@@ -132,17 +132,3 @@ def transform_mesh(mesh: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def invert_matrix(matrix: np.ndarray) -> np.ndarray:
     """Crop -> frame matrix, for pasting a crop back (synthesis)."""
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64).reshape(2, 3))
-
-
-def fit_similarity_3d(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """(rotation 3x3, scale, shift 3) taking `points` (N, 3) onto `reference` by least
-    squares (Umeyama, no reflection): `scale * points @ rotation + shift`."""
-    p = np.asarray(points, np.float64)
-    q = np.asarray(reference, np.float64)
-    pc, qc = p - p.mean(0), q - q.mean(0)
-    u, s, vt = np.linalg.svd(pc.T @ qc)
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rotation = u @ d @ vt
-    scale = float((s * np.diag(d)).sum() / max((pc ** 2).sum(), 1e-12))
-    return rotation, scale, q.mean(0) - scale * p.mean(0) @ rotation
-

@@ -36,10 +36,15 @@ def pose_error(fake: tuple[float, float, float], real: tuple[float, float, float
 def procrustes_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`points` (N, 3) moved onto `reference` by the best rotation, uniform scale and shift
     (least squares, no reflection): what is left is shape, not pose."""
-    from dfpipe.pipeline.faces.align import fit_similarity_3d
-
-    rotation, scale, shift = fit_similarity_3d(points, reference)
-    return scale * np.asarray(points, np.float64) @ rotation + shift
+    p = np.asarray(points, np.float64)
+    q = np.asarray(reference, np.float64)
+    pc, qc = p - p.mean(0), q - q.mean(0)
+    u, s, vt = np.linalg.svd(pc.T @ qc)
+    sign = np.sign(np.linalg.det(u @ vt)) or 1.0
+    d = np.diag([1.0, 1.0, sign])
+    rotation = u @ d @ vt
+    scale = float((s * np.diag(d)).sum() / max((pc**2).sum(), 1e-12))
+    return scale * pc @ rotation + q.mean(0)
 
 
 def expression_error(fake_mesh: np.ndarray, real_mesh: np.ndarray) -> float | None:

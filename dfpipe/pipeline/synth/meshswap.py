@@ -13,7 +13,6 @@ warped source face, so no pixel from around the source face comes along.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -192,44 +191,6 @@ def normalised(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rigid = list(RIGID_MESH_POINTS)
     m = _similarity(pts[rigid], frontal_points()[rigid])
     return apply_similarity(m, pts), m
-
-
-def pose_free(mesh: np.ndarray) -> tuple[np.ndarray, "HeadPose"]:
-    """(468 x 3 points with the head's 3D pose taken out, the pose): the rigid points fitted
-    in 3D onto the canonical face (Face Mesh's axes, cm), so a head turned 20 degrees has
-    the shape it has facing the camera, not one squeezed on the far side. What a face's
-    identity shape is compared in; `normalised` (2D) serves expressions, whose small
-    offsets Face Mesh's depth would blur."""
-    from dfpipe.pipeline.faces.align import RIGID_MESH_POINTS, fit_similarity_3d
-
-    pts = np.asarray(mesh, np.float64)[:, :3]
-    rigid = list(RIGID_MESH_POINTS)
-    rotation, scale, shift = fit_similarity_3d(pts[rigid], _canonical_3d()[rigid])
-    return scale * pts @ rotation + shift, HeadPose(rotation, scale, shift)
-
-
-@dataclass(frozen=True)
-class HeadPose:
-    """A mesh's 3D similarity onto the canonical face; `place` maps canonical points back."""
-
-    rotation: np.ndarray
-    scale: float
-    shift: np.ndarray
-
-    def place(self, pts: np.ndarray) -> np.ndarray:
-        """(N, 3) canonical-frame points in the mesh's frame (x, y pixels; z its depth)."""
-        return (np.asarray(pts, np.float64) - self.shift) @ self.rotation.T / self.scale
-
-
-@lru_cache(maxsize=1)
-def _canonical_3d() -> np.ndarray:
-    """The canonical face in Face Mesh's axes: x right, y down, z away from the camera."""
-    from dfpipe.pipeline.faces.mesh import canonical_face
-
-    v = np.asarray(canonical_face()[0], np.float64)
-    out = np.stack([v[:, 0], -v[:, 1], -v[:, 2]], axis=1)
-    out.setflags(write=False)
-    return out
 
 
 #: frames per Face Mesh forward when a track's meshes are computed ahead
@@ -455,9 +416,9 @@ class MeshSwapGenerator:
         # identity shape: the donor's face shape, the target's expression (its offsets from its
         # own mean shape over the track); `shape` 0 keeps the target's shape
         self.shape = shape if target_meshes else 0.0
-        self._donor_shape = pose_free(self.source_mesh)[0]
+        self._donor_shape = normalised(self.source_mesh)[0]
         self._shape_weight = _shape_weights()[:, None]
-        self._target_mean = (np.mean([pose_free(m)[0] for m in target_meshes], axis=0)
+        self._target_mean = (np.mean([normalised(m)[0] for m in target_meshes], axis=0)
                              if target_meshes else None)
 
 
@@ -516,7 +477,8 @@ class MeshSwapGenerator:
         expression offsets, placed back in the target's pose (z kept for drawing order)."""
         if not self.shape:
             return mesh
-        norm, pose = pose_free(mesh)
-        out = pose.place(norm + self.shape * self._shape_weight * (self._donor_shape - self._target_mean))
-        out[:, 2] = np.asarray(mesh, np.float64)[:, 2]  # the drawing order stays the target's
+        norm, m = normalised(mesh)
+        moved = norm + self.shape * self._shape_weight * (self._donor_shape - self._target_mean)
+        out = np.array(mesh, np.float64, copy=True)
+        out[:, :2] = apply_similarity(np.linalg.inv(m), moved)
         return out
