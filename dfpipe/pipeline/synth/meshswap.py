@@ -244,11 +244,6 @@ class MeshFilter:
         self.min_cutoff, self.beta, self.speed_cutoff = min_cutoff, beta, speed_cutoff
         self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # frame, mesh, speed
 
-    @property
-    def last(self) -> np.ndarray | None:
-        """The filtered mesh of the last frame."""
-        return None if self._last is None else self._last[1]
-
     def __call__(self, frame_index: int, mesh: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
         mesh = np.asarray(mesh, np.float64)
         last = self._last
@@ -296,12 +291,12 @@ def face_shift(previous: np.ndarray, current: np.ndarray, box: tuple[int, int, i
 class FrameMesh:
     """A target track's Face Mesh frame by frame (frames in order): `boxes` and the caller's
     landmarks place the region (batched ahead by `prepare` when the caller can), and the
-    meshes are smoothed over time (`MeshFilter`; `smooth=False` keeps them raw)."""
+    meshes are smoothed over time (`MeshFilter`)."""
 
-    def __init__(self, boxes: dict[int, np.ndarray], mesher, smooth: bool = True) -> None:
+    def __init__(self, boxes: dict[int, np.ndarray], mesher) -> None:
         self.boxes = boxes
         self.mesher = mesher
-        self.filter = MeshFilter() if smooth else None
+        self.filter = MeshFilter()
         self.meshes: dict[int, np.ndarray] = {}
         self._patch: tuple[int, tuple[int, int, int, int], np.ndarray] | None = None  # frame, box, patch
 
@@ -325,8 +320,6 @@ class FrameMesh:
             points, _ = self.mesher.mesh(frame, box, np.asarray(landmarks, np.float64).reshape(1, 5, 2))
             mesh = points[0]
         mesh = np.asarray(mesh, np.float64)
-        if self.filter is None:
-            return mesh
         shift = None
         patch = self._patch
         if patch is not None and patch[0] == frame_index - 1:
