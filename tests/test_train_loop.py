@@ -70,6 +70,9 @@ def test_fixed_seed_run_is_reproducible_and_best_is_by_val(clip_ds, tmp_path):
     best = load_checkpoint(tmp_path / "a" / "best.pt")
     key = [(h["val_auc"], -h["val_logloss"]) for h in a["history"]]  # AUC, ties by log loss
     assert best["epoch"] == a["best"]["epoch"] == 1 + key.index(max(key))
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    # what was used, not the unset options: M2TR's recipe (SGD, lr 5e-4, no decay)
+    assert (config["optimizer"], config["lr"], config["weight_decay"]) == ("sgd", 5e-4, 0.0)
     c = train(clip_ds, out=tmp_path / "c", **{**kw, "seed": 2})
     assert not _states_equal(load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "c" / "last.pt")["model"])
     assert c["steps"] == 6

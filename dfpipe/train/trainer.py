@@ -387,7 +387,8 @@ class _Run:
             from torch.utils.tensorboard import SummaryWriter
 
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(plain(asdict(cfg)), indent=2) + "\n")
+            # the values used: the model's recipe where the user left optimizer, lr or decay out
+            (self.out / "config.json").write_text(json.dumps(plain({**asdict(cfg), **cfg.recipe()}), indent=2) + "\n")
             self.tb = SummaryWriter(str(self.out / "tb"))
             self.steps_log = CsvLog(self.out / "steps.csv")
             self.epochs_log = CsvLog(self.out / "metrics.csv")
