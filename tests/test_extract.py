@@ -194,6 +194,11 @@ def test_bad_arguments_get_a_message_before_any_work(tmp_path, clips):
     result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(tmp_path / "x"), "--every", "2", "--count", "3"])
     assert result.exit_code == 2 and "choose one frame sampling" in result.output
     assert not (tmp_path / "x").exists()
+    result = runner.invoke(app, ["extract", str(clips["astronaut"]), "--out", str(tmp_path / "x"), "--every", "0"])
+    assert result.exit_code == 2 and "--every must be a whole number of frames" in result.output, result.output
+    assert not (tmp_path / "x").exists()
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "does not exist" in result.output and "error(s)" not in result.output
 
 
 def test_weights_that_do_not_fit_are_refused_before_any_work(tmp_path, clips):
@@ -350,6 +355,12 @@ def test_manifests_read_with_pandas_dask_and_duckdb(clips, tmp_path):
     assert got == (n, 2)
     info = runner.invoke(app, ["info", str(out)])
     assert info.exit_code == 0 and "faces" in info.output
+    from dfpipe.manifests.info import info as dataset_info
+
+    (row,) = dataset_info(out, videos=True).videos  # a row per video, with its own counts
+    assert row["video"] == clips["two"].name and row["status"] == "ok" and row["faces"] == n
+    listing = runner.invoke(app, ["info", str(out), "--videos"])
+    assert listing.exit_code == 0 and clips["two"].name in listing.output and str(n) in listing.output
 
 
 def test_validate_catches_broken_datasets(clips, tmp_path):

@@ -17,13 +17,33 @@ if TYPE_CHECKING:
 VALIDATE = "dfpipe.manifests.validate:validate"
 
 
-def info(dataset: Path = typer.Argument(..., help="A dataset directory.")) -> None:
+def info(
+    dataset: Path = typer.Argument(..., help="A dataset directory."),
+    videos: bool = typer.Option(False, "--videos", help="Also list every video: label, method, quality, split, status, frames and faces."),
+) -> None:
     """Counts, failures and faces per video of a dataset directory."""
     from dfpipe.manifests.info import info
 
     if not (dataset / "videos").is_dir():
         fail(f"{dataset} is not a dataset directory (no videos/ folder)")
-    print_info(info(dataset))
+    d = info(dataset, videos=videos)
+    print_info(d)
+    if videos:
+        print_videos(d.videos)
+
+
+def print_videos(rows: list[dict]) -> None:
+    """`dfpipe info --videos`: a row per video; long names fold instead of being cut."""
+    from rich.table import Table
+
+    table = Table(title="videos")
+    for name in ("video", "label", "method", "quality", "split", "status", "frames", "faces"):
+        numeric = name in ("frames", "faces")
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for r in rows:
+        table.add_row(*(str(r[k]) if r[k] is not None else "-" for k in
+                        ("video", "label", "method", "quality", "split", "status", "frames", "faces")))
+    console.print(table)
 
 
 def print_info(d: DatasetInfo) -> None:
@@ -66,6 +86,8 @@ def validate(
     """Check a dataset directory against the schemas; exit 0 when valid, 1 otherwise."""
     from dfpipe.manifests.validate import validate
 
+    if not dataset.is_dir():
+        fail(f"{dataset} does not exist or is not a folder: give a dataset directory made by ingest or extract")
     report = validate(dataset, deep=deep)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {w}")

@@ -40,12 +40,16 @@ class DatasetInfo:
     n_flagged: int = 0  # faces with at least one flag
     stages: list[str] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)  # table -> part files
+    videos: list[dict] = field(default_factory=list)  # with info(videos=True): video_rows
 
 
-def info(dataset: str | Path) -> DatasetInfo:
-    """What dataset directory `dataset` holds (`dfpipe info`)."""
+def info(dataset: str | Path, videos: bool = False) -> DatasetInfo:
+    """What dataset directory `dataset` holds (`dfpipe info`); with `videos`, a row per
+    video too (`DatasetInfo.videos`, see `video_rows`)."""
     root = Path(dataset)
     d = DatasetInfo(root)
+    if videos:
+        d.videos = video_rows(root)
     d.stages = sorted(read_run(root).get("stages", {}))
     for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         n = len(list_parts(root, sub.name))
@@ -101,3 +105,25 @@ def _count_geometry(d: DatasetInfo, faces) -> None:
     flags = np.stack([np.asarray(faces[f].fill_null(False).to_pylist(), dtype=bool) for f in FACE_FLAGS])
     d.flagged = {f: int(n) for f, n in zip(FACE_FLAGS, flags.sum(axis=1))}
     d.n_flagged = int(flags.any(axis=0).sum())
+
+
+def video_rows(dataset: str | Path) -> list[dict]:
+    """One row per video of `dataset` (`dfpipe info --videos`), in path order: its file
+    name and id, label, method, compression, split, status (the error code when it
+    failed), frames and faces."""
+    root = Path(dataset)
+    videos = read_table(root, "videos", VIDEOS_SCHEMA).to_pylist()
+    faces = read_table(root, "faces", FACES_SCHEMA, columns=["video_id"])
+    counts = Counter(faces["video_id"].to_pylist()) if faces.num_rows else Counter()
+    return [{
+        "video": Path(v["path"] or "").name or v["video_id"],
+        "id": v["video_id"],
+        "label": v["label"] or "unknown",
+        "method": v["method"] or "-",
+        "quality": v["compression"] or "-",
+        "split": v["split"] or "-",
+        "status": v["status"] if v["status"] == "ok" else f"{v['status']}: {v['error_code']}",
+        "frames": v["n_frames"],
+        "faces": counts.get(v["video_id"], 0),
+    } for v in sorted(videos, key=lambda v: (v["path"] or "", v["video_id"]))]
+

@@ -34,11 +34,12 @@ class Sampling:
         for name in ("every", "count"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"sampling {name} must be a whole number >= 1, got {value!r}")
+                what = "take every Nth frame, N >= 1" if name == "every" else "take N frames, N >= 1"
+                raise ValueError(f"--{name} must be a whole number of frames ({what}), got {value!r}")
         if self.fps is not None:
             number = isinstance(self.fps, (int, float)) and not isinstance(self.fps, bool)
             if not number or not math.isfinite(self.fps) or self.fps <= 0:
-                raise ValueError(f"sampling fps must be a positive number, got {self.fps!r}")
+                raise ValueError(f"--fps must be a positive number of frames a second, got {self.fps!r}")
 
     def describe(self) -> str:
         if self.every is not None:
