@@ -158,7 +158,8 @@ def test_score_quality_cli_report_and_resume(masked, tmp_path):
 def test_score_quality_full_frame_and_missing_weights(masked, tmp_path, monkeypatch):
     ds = tmp_path / "ds"
     shutil.copytree(masked, ds, ignore=shutil.ignore_patterns("quality*"))
-    out = _run("score-quality", ds, "--full-frame", "--metrics", "mask_ssim", "--workers", "0", "--report", ds / "q.md")
+    # metric names as people write them: with a hyphen (mask-ssim) as well as an underscore
+    out = _run("score-quality", ds, "--full-frame", "--metrics", "mask-ssim", "--workers", "0", "--report", ds / "q.md")
     frames = pd.read_parquet(ds / "quality" / "frames")
     fake = frames[frames.label == "fake"]
     assert (fake.region == "frame").all() and fake.face_id.isna().all()

@@ -29,6 +29,8 @@ class QualityConfig:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
+        # `mask-ssim` and `Mask_SSIM` name `mask_ssim`, in the order given, once each (frozen: set once here)
+        object.__setattr__(self, "metrics", tuple(dict.fromkeys(m.strip().lower().replace("-", "_") for m in self.metrics)))
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise ValueError(f"metrics must be a non-empty subset of {', '.join(METRICS)}; got {', '.join(self.metrics) or 'none'}")
