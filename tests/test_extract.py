@@ -159,7 +159,7 @@ def bad_inputs(tmp_path_factory, clips) -> dict[str, Path]:
 
 
 def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
-    inputs = [bad_inputs[k] for k in ("zero", "notes", "truncated", "audio_only", "one_frame", "no_face", "large", "missing")]
+    inputs = [bad_inputs[k] for k in ("zero", "notes", "truncated", "audio_only", "one_frame", "no_face", "large")]
     out = tmp_path / "bad"
     config = ExtractConfig(every=1, size=96, max_pixels=800 * 600)
     result = runner.invoke(app, ["extract", *map(str, inputs), "--out", str(out), "--every", "1", "--size", "96",
@@ -168,7 +168,7 @@ def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
     assert "Traceback" not in result.output
     rows = {Path(r["path"]).name: r for r in _videos(out)}
     expected = {"zero.mp4": "empty_file", "notes.mp4": "not_video", "truncated.mp4": "truncated",
-                "audio_only.m4a": "no_video_stream", "large.mp4": "too_large", "missing.mp4": "unreadable"}
+                "audio_only.m4a": "no_video_stream", "large.mp4": "too_large"}
     for name, code in expected.items():
         assert rows[name]["status"] == "error" and rows[name]["error_code"] == code, rows[name]
         assert rows[name]["error"]
@@ -176,9 +176,24 @@ def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
     assert rows["no_face.mp4"]["status"] == "ok" and rows["no_face.mp4"]["n_faces"] == 0  # a result, not an error
     assert "truncated" in result.output and "failed" in result.output
     assert validate(out).ok
+    assert "Errno" not in rows["notes.mp4"]["error"]  # FFmpeg's words, not its error number
     # the same run again is resumed: nothing redone, same exit status
     again = extract(inputs, out, config, workers=0, progress=False)
     assert again.n_skipped == len(inputs) and again.n_errors == len(expected)
+
+
+def test_a_path_that_does_not_exist_or_a_folder_without_videos_is_refused_before_any_work(bad_inputs, tmp_path):
+    out = tmp_path / "never"
+    result = runner.invoke(app, ["extract", str(bad_inputs["one_frame"]), str(bad_inputs["missing"]), "--out", str(out),
+                                 "--workers", "0", "--no-progress"])
+    assert result.exit_code == 2 and "no such file or folder" in result.output and "missing.mp4" in result.output
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "readme.txt").write_text("no videos here")
+    result = runner.invoke(app, ["extract", str(empty), "--out", str(out), "--workers", "0", "--no-progress"])
+    assert result.exit_code == 2 and "holds no video file" in result.output and ".mp4" in result.output
+    assert not out.exists()
 
 
 def test_other_parameters_are_refused(clips, tmp_path):

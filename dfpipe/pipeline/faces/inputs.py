@@ -34,7 +34,13 @@ def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[VideoJob], list[tup
     """Expand inputs (files, folders, dataset directories) into jobs, in a stable order.
 
     Returns the jobs and the duplicates (path, id of the first path with that content).
+    Raises ValueError for an input that does not exist or a folder without a video: the
+    user's argument is wrong, so nothing is started. (A video a dataset lists that has gone
+    missing since is an error row of its own.)
     """
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:  # a path the user typed: a bad argument, refused before any work
+        raise ValueError(f"no such file or folder: {', '.join(missing)}")
     jobs: list[VideoJob] = []
     seen: dict[str, Path] = {}
     duplicates: list[tuple[Path, str]] = []
@@ -44,6 +50,9 @@ def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[VideoJob], list[tup
             candidates = list(_dataset_jobs(item))
         elif item.is_dir():
             files = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            if not files:
+                raise ValueError(f"{item} holds no video file (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}, "
+                                 "in subfolders too) and is not a dataset directory")
             candidates = [VideoJob(p, video_content_id(p)) for p in files]
         else:
             candidates = [VideoJob(item, video_content_id(item))]

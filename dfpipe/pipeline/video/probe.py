@@ -108,6 +108,12 @@ def _looks_like_cut_container(path: Path) -> bool:
     return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3"
 
 
+def _plain(exc: BaseException) -> str:
+    """What went wrong in words: FFmpeg's or the OS's message without its errno and the
+    path (the message names the path already)."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def open_video(path: Path):
     """Open with PyAV; return (container, video stream) or raise a classified DecodeError."""
     import av
@@ -121,11 +127,11 @@ def open_video(path: Path):
         if isinstance(exc, av.error.InvalidDataError) and _looks_like_cut_container(path):
             raise DecodeError(
                 "truncated",
-                f"{path}: an MP4/MKV header without a readable index; the file was probably cut short ({exc})",
+                f"{path}: an MP4/MKV header without a readable index; the file was probably cut short ({_plain(exc)})",
             ) from exc
-        raise DecodeError("not_video", f"{path}: not a video FFmpeg can read ({exc})") from exc
+        raise DecodeError("not_video", f"{path}: not a video FFmpeg can read ({_plain(exc)})") from exc
     except OSError as exc:
-        raise DecodeError("unreadable", f"{path}: cannot be opened ({exc})") from exc
+        raise DecodeError("unreadable", f"{path}: cannot be opened ({_plain(exc)})") from exc
     try:
         if container.format.name in _STILL_IMAGE_FORMATS:
             raise DecodeError("not_video", f"{path}: a still image ({container.format.name}), not a video")
