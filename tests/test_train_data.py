@@ -64,8 +64,9 @@ def test_labels_fall_back_to_the_videos_table(pair, tmp_path):
     root = write_clip_dataset(tmp_path / "b", real, fake, clip_frames=100, face_labels=False, with_videos=False)
     index = load_index(root)
     assert (index.table["y"] == -1).all()  # nothing says real or fake: not trainable
-    with pytest.raises(DataError, match="no labelled faces"):
+    with pytest.raises(DataError, match="no labelled faces") as raised:
         FaceStream(index, StreamConfig("train", SPEC))
+    assert "dfpipe ingest list" in str(raised.value) and "label" in str(raised.value)  # says how to label
 
 
 def test_made_splits_keep_videos_and_pairs_together(clip_ds):
@@ -221,5 +222,6 @@ def test_bad_dataset_messages(tmp_path, clip_ds):
     with pytest.raises(DataError, match="no faces/ parts"):
         load_index(tmp_path)
     index = load_index(clip_ds)
-    with pytest.raises(DataError, match="no labelled faces"):
+    with pytest.raises(DataError, match="no labelled faces") as raised:
         FaceStream(index.__class__(index.root, index.parts, index.table.assign(split="train")), StreamConfig("test", SPEC))
+    assert "'test'" in str(raised.value) and "train (" in str(raised.value)  # names the splits there are

@@ -224,6 +224,19 @@ class StreamConfig:
     columns: tuple[str, ...] = ("image", "mask")
 
 
+def _no_faces_message(index: FaceIndex, split: str | None) -> str:
+    """Why a split has nothing to train or test on, and what to do about it."""
+    labelled = index.select(None)
+    if labelled.empty:
+        return (f"{index.root}: no labelled faces: none of its {len(index.table)} faces is labelled real or fake "
+                "(files extracted directly are 'unknown'). Label the videos with a listing: "
+                "`dfpipe ingest list LISTING.csv --out DS` (columns path,label[,method,source,split]; "
+                "label real or fake), then `dfpipe extract DS`")
+    present = labelled["split"].value_counts()
+    have = ", ".join(f"{name} ({n} faces)" for name, n in present.items())
+    return f"{index.root}: no labelled faces in split {split!r}; the labelled faces are in: {have} (choose with --split)"
+
+
 class FaceStream(IterableDataset):
     """Yields dicts `image` (3 x H x W), `label` (float), `mask` (1 x H x W),
     `mask_known` (bool) and `row` (position in `index.table`) for one split."""
@@ -232,7 +245,7 @@ class FaceStream(IterableDataset):
         super().__init__()
         rows = index.select(cfg.split)
         if rows.empty:
-            raise DataError(f"{index.root}: no labelled faces in split {cfg.split!r}")
+            raise DataError(_no_faces_message(index, cfg.split))
         self.parts = [str(p) for p in index.parts]
         self.cfg = cfg
         self.rank, self.world_size = rank, world_size
