@@ -178,9 +178,7 @@ class TargetLook:
         # has no usual look to depart from: never an occluder
         known = (np.isfinite(stack[..., 0]).sum(axis=0) >= min(3, len(crops)))
         self.median = _nanmedian(stack)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
-            spread = np.nan_to_num(1.4826 * np.nanmedian(np.abs(stack - self.median), axis=0).max(axis=2))
+        spread = 1.4826 * _nanmedian(np.abs(stack - self.median)).max(axis=2)
         # the usual look at a pose: the median of the crops nearest in head turn (a cheek
         # turned into the light, an ear coming into view are not occluders)
         # (a pixel one crop does not see takes the median of all, so a plain median serves)
@@ -269,6 +267,7 @@ class TargetLook:
 
 
 def _nanmedian(stack: np.ndarray) -> np.ndarray:
+    """Per-pixel median over the crops that see the pixel (axis 0); 0 where none does."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
         return np.nan_to_num(np.nanmedian(stack, axis=0)).astype(np.float32)
