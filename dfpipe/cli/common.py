@@ -60,6 +60,8 @@ def print_stage_summary(summary, extra: list[tuple[str, object]] | None = None) 
         rows.append(("dropped", sum(summary.dropped.values())))
         rows += [(f"  {reason}", n) for reason, n in sorted(summary.dropped.items())]
     rows += list(extra or [])
+    if summary.execution:
+        rows.append(("ran", summary.execution))
     rows.append(("seconds", f"{summary.seconds:.1f}"))
     print_run_table(f"{summary.stage} -> {summary.root}", rows, summary.failed, summary.root)
     for note in summary.notes[:20]:

@@ -33,6 +33,51 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a run's items run and why: shown in the end-of-run summary, kept in run.json."""
+
+    mode: str  # serial / local (a LocalCluster we start) / scheduler (an existing cluster) / none
+    workers: int  # LocalCluster processes; 0 otherwise
+    reason: str
+
+    def describe(self) -> str:
+        if self.mode == "local":
+            return f"local cluster: {self.workers} worker{'s' if self.workers != 1 else ''} ({self.reason})"
+        return f"{self.mode}: {self.reason}"
+
+    def as_record(self) -> dict[str, Any]:
+        return {"mode": self.mode, "workers": self.workers, "reason": self.reason}
+
+
+def choose_execution(n_items: int, workers: int | None = None, scheduler: str | None = None,
+                     cores: int | None = None) -> Execution:
+    """Where `n_items` items (those still to do) run.
+
+    `--scheduler` and an explicit `--workers N` are obeyed as given (0 = serial). Left to
+    us (`workers=None`), the run is serial when a cluster could not run two items side by
+    side, that is with at most one item to do or one core: starting a LocalCluster costs
+    8-12 s (bench/small_run.py), more than a short video takes, and the serial path already
+    keeps every core busy on one item (decoding and encoding threads beside torch).
+    Otherwise one worker per core, but no more workers than items (each one loads the
+    models before its first item)."""
+    if scheduler is not None:
+        return Execution("scheduler", 0, scheduler)
+    if n_items == 0:
+        return Execution("none", 0, "nothing to do")
+    if workers is not None:
+        if workers == 0:
+            return Execution("serial", 0, "--workers 0")
+        return Execution("local", workers, f"--workers {workers}")
+    cores = cores or default_workers()
+    if n_items == 1:
+        return Execution("serial", 0, "1 item to do, a cluster would only add its start-up")
+    if cores == 1:
+        return Execution("serial", 0, "1 core")
+    n = min(cores, n_items)
+    return Execution("local", n, f"{n_items} items to do, {cores} cores")
+
+
 def set_worker_threads(n: int = 1) -> None:
     """One process per core: keep torch / OpenCV from oversubscribing the cores (and keep
     freed frame buffers in the process, see runtime/allocator.py)."""

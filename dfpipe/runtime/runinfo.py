@@ -69,9 +69,11 @@ def check_params(root: str | Path, stage: str, params: Mapping[str, Any]) -> Non
 
 
 def record_stage(
-    root: str | Path, stage: str, params: Mapping[str, Any], weights: Mapping[str, str] | None = None
+    root: str | Path, stage: str, params: Mapping[str, Any], weights: Mapping[str, str] | None = None,
+    execution: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write (or refresh) the stage's entry after check_params passed."""
+    """Write (or refresh) the stage's entry after check_params passed; `execution` says
+    where the latest run's items ran (serial, a local cluster, a scheduler) and why."""
     root = Path(root)
     data = read_run(root)
     stages = data.setdefault("stages", {})
@@ -85,6 +87,8 @@ def record_stage(
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
+    if execution is not None:
+        entry["execution"] = dict(execution)
     entry.setdefault("created", entry["updated"])
     stages[stage] = entry
     data["schema_version"] = "1"

@@ -6,7 +6,9 @@ everything around that, the same way for every stage:
 - the parameter check against `run.json` (a resumed run must not mix two settings) and
   the record of the run there;
 - the filter of items already done (their completion marker, the part written last, exists);
-- the Dask map, or the identical serial loop (`workers=0`, or nothing to do);
+- the Dask map, or the identical serial loop (`workers=0`, or a run too small to gain from
+  a cluster: `parallel.choose_execution`), and the record of which one in the summary and
+  run.json;
 - one error policy: an `ItemError` keeps its code, anything else becomes `internal` with the
   exception's message in the item's error row (traceback logged, shown under --verbose),
   and the run goes on;
@@ -127,6 +129,7 @@ class StageSummary:
     counts: Counter = field(default_factory=Counter)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (name, code, message)
     notes: list[str] = field(default_factory=list)
+    execution: str = ""  # where the items ran and why (`parallel.choose_execution`)
     seconds: float = 0.0
 
     @property
@@ -150,7 +153,7 @@ def run_stage(
     `stage.root` with other parameters, and whatever `stage.weights()` raises for a
     missing or wrong weights file.
     """
-    from dfpipe.runtime.parallel import Task, dask_client, run_on_each_worker, run_tasks
+    from dfpipe.runtime.parallel import Task, choose_execution, dask_client, run_on_each_worker, run_tasks
     from dfpipe.runtime.runinfo import check_params, record_stage
 
     started = time.perf_counter()
@@ -164,11 +167,15 @@ def run_stage(
     todo = [i for i, k in zip(items, keys) if k not in done]
     todo_keys = {stage.key(i) for i in todo}
     summary = StageSummary(stage.name, root, stage.unit, n_items=len(items), n_skipped=len(items) - len(todo))
-    with dask_client(workers, scheduler) if todo else contextlib.nullcontext() as client:
+    execution = choose_execution(len(todo), workers, scheduler)
+    summary.execution = execution.describe()
+    log.info("%s: %s", stage.name, summary.execution)
+    on_dask = execution.mode in ("local", "scheduler")
+    with dask_client(execution.workers, scheduler) if on_dask else contextlib.nullcontext() as client:
         if todo:
             run_on_each_worker(client, stage.setup_worker, client is not None)
         root.mkdir(parents=True, exist_ok=True)
-        record_stage(root, stage.name, params, weights=weights)
+        record_stage(root, stage.name, params, weights=weights, execution=execution.as_record())
         stage.prepare(items)
         tasks = [
             Task(

@@ -1,0 +1,86 @@
+"""Where a stage's items run (`parallel.choose_execution`): a run too small to gain from a
+Dask cluster goes serial by itself; an explicit `--workers N` or `--scheduler` is obeyed.
+The choice is in the summary and in run.json, and the items show where they ran (their
+process id)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from dfpipe.manifests.parts import part_keys, read_table, write_rows
+from dfpipe.runtime.parallel import choose_execution
+from dfpipe.runtime.runinfo import read_run
+from dfpipe.runtime.stage import Outcome, Stage, run_stage
+
+_ROWS = pa.schema([("key", pa.string()), ("status", pa.string()), ("error_code", pa.string()),
+                   ("error", pa.string()), ("pid", pa.int64())])
+
+
+@dataclass
+class PidStage(Stage[int]):
+    """Writes, per number, the id of the process that did it."""
+
+    root: Path
+    numbers: tuple[int, ...]
+    name = "pid"
+    unit = "numbers"
+
+    def params(self):
+        return {}
+
+    def items(self):
+        return list(self.numbers)
+
+    def key(self, item):
+        return f"n{item}"
+
+    def done(self):
+        return part_keys(self.root, "rows")
+
+    def process(self, item, on_worker):
+        write_rows(self.root, "rows", self.key(item), [{"key": self.key(item), "status": "ok", "pid": os.getpid()}], _ROWS)
+
+    def write_error(self, item, error):
+        raise AssertionError(error)
+
+    def outcomes(self, keys):
+        return [Outcome(r["key"], r["status"]) for r in read_table(self.root, "rows", _ROWS).to_pylist()]
+
+
+def _pids(root: Path) -> set[int]:
+    return {r["pid"] for r in read_table(root, "rows", _ROWS).to_pylist()}
+
+
+def test_one_item_with_default_workers_runs_in_this_process_without_dask(tmp_path):
+    summary = run_stage(PidStage(tmp_path, (1,)), progress=False)
+    assert summary.n_ok == 1 and summary.execution.startswith("serial: 1 item to do")
+    assert read_run(tmp_path)["stages"]["pid"]["execution"]["mode"] == "serial"
+    assert _pids(tmp_path) == {os.getpid()}
+
+
+def test_explicit_workers_start_a_cluster_even_for_few_items(tmp_path):
+    summary = run_stage(PidStage(tmp_path, (1, 2)), workers=2, progress=False)
+    assert summary.n_ok == 2 and summary.execution == "local cluster: 2 workers (--workers 2)"
+    assert read_run(tmp_path)["stages"]["pid"]["execution"] == {"mode": "local", "workers": 2, "reason": "--workers 2"}
+    assert os.getpid() not in _pids(tmp_path)  # the items ran in worker processes
+
+
+def test_a_rerun_with_everything_done_starts_nothing(tmp_path):
+    run_stage(PidStage(tmp_path, (1,)), progress=False)
+    again = run_stage(PidStage(tmp_path, (1,)), workers=2, progress=False)
+    assert again.n_skipped == 1 and again.execution == "none: nothing to do"
+
+
+def test_the_rule():
+    assert choose_execution(1, None, None, cores=16).mode == "serial"
+    assert choose_execution(5, None, None, cores=1).mode == "serial"
+    local = choose_execution(3, None, None, cores=16)
+    assert (local.mode, local.workers) == ("local", 3)  # no more workers than items
+    assert choose_execution(40, None, None, cores=16).workers == 16
+    assert choose_execution(1, 2, None).mode == "local"  # --workers is obeyed
+    assert choose_execution(9, 0, None).mode == "serial"
+    assert choose_execution(1, None, "tcp://host:8786").describe() == "scheduler: tcp://host:8786"
