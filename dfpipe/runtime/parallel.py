@@ -56,9 +56,10 @@ def choose_execution(n_items: int, workers: int | None = None, scheduler: str | 
 
     `--scheduler` and an explicit `--workers N` are obeyed as given (0 = serial). Left to
     us (`workers=None`), the run is serial when a cluster could not run two items side by
-    side, that is with at most one item to do or one core: starting a LocalCluster costs
-    8-12 s (bench/small_run.py), more than a short video takes, and the serial path already
-    keeps every core busy on one item (decoding and encoding threads beside torch).
+    side, that is with at most one item to do or one core: a LocalCluster made a one-clip
+    `dfpipe extract` 1.5x slower (1.3-2.7 s more, bench/small_run.py; issue 14 saw 8-12 s
+    on a loaded machine), and the serial path already keeps every core busy on one item
+    (decoding and encoding threads beside torch).
     Otherwise one worker per core, but no more workers than items (each one loads the
     models before its first item)."""
     if scheduler is not None:
