@@ -1,7 +1,7 @@
 """Where a stage's items run (`parallel.choose_execution`): a run too small to gain from a
 Dask cluster goes serial by itself; an explicit `--workers N` or `--scheduler` is obeyed.
 The choice is in the summary and in run.json, and the items show where they ran (their
-process id)."""
+process id). On a cluster, the steps an item reports reach the bar when it ends."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from rich.progress import Progress
 
 from dfpipe.manifests.parts import part_keys, read_table, write_rows
+import dfpipe.runtime.parallel as parallel
 from dfpipe.runtime.parallel import choose_execution
+from dfpipe.runtime.progress import expect_steps, step
 from dfpipe.runtime.runinfo import read_run
 from dfpipe.runtime.stage import Outcome, Stage, run_stage
 
@@ -22,12 +25,13 @@ _ROWS = pa.schema([("key", pa.string()), ("status", pa.string()), ("error_code",
 
 @dataclass
 class PidStage(Stage[int]):
-    """Writes, per number, the id of the process that did it."""
+    """Writes, per number, the id of the process that did it; each is 3 steps."""
 
     root: Path
     numbers: tuple[int, ...]
     name = "pid"
     unit = "numbers"
+    steps = "steps"
 
     def params(self):
         return {}
@@ -42,6 +46,9 @@ class PidStage(Stage[int]):
         return part_keys(self.root, "rows")
 
     def process(self, item, on_worker):
+        expect_steps(3)
+        for _ in range(3):
+            step()
         write_rows(self.root, "rows", self.key(item), [{"key": self.key(item), "status": "ok", "pid": os.getpid()}], _ROWS)
 
     def write_error(self, item, error):
@@ -62,11 +69,15 @@ def test_one_item_with_default_workers_runs_in_this_process_without_dask(tmp_pat
     assert _pids(tmp_path) == {os.getpid()}
 
 
-def test_explicit_workers_start_a_cluster_even_for_few_items(tmp_path):
+def test_explicit_workers_start_a_cluster_even_for_few_items(tmp_path, monkeypatch):
+    bar = Progress(disable=True)
+    monkeypatch.setattr(parallel, "progress_bar", lambda enabled=True, transient=False: bar)
     summary = run_stage(PidStage(tmp_path, (1, 2)), workers=2, progress=False)
     assert summary.n_ok == 2 and summary.execution == "local cluster: 2 workers (--workers 2)"
     assert read_run(tmp_path)["stages"]["pid"]["execution"] == {"mode": "local", "workers": 2, "reason": "--workers 2"}
     assert os.getpid() not in _pids(tmp_path)  # the items ran in worker processes
+    (steps,) = [t for t in bar.tasks if t.description.strip() == "steps"]
+    assert steps.completed == steps.total == 6  # counted on the workers, shown as each item ended
 
 
 def test_a_rerun_with_everything_done_starts_nothing(tmp_path):

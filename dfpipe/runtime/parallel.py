@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from dfpipe.runtime.progress import progress_bar
+from dfpipe.runtime.progress import StepsRow, item_steps, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +181,24 @@ def run_tasks(
     description: str = "working",
     progress: bool = True,
     on_result: Callable[[str, Any], None] | None = None,
+    steps: str | None = None,
 ) -> dict[str, Any]:
     """Run tasks (respecting `after`), return {key: result}. A task that raises is the
-    function's bug: per-item functions turn bad input into error rows themselves."""
+    function's bug: per-item functions turn bad input into error rows themselves.
+
+    `steps` names the sub-steps the items report (`progress.step`, e.g. "frames"): a second
+    row of the bar counts them, as they happen on the serial path, as each item ends on
+    Dask."""
     results: dict[str, Any] = {}
     with progress_bar(progress) as bar:
         tid = bar.add_task(description, total=len(tasks))
+        row = StepsRow(bar, steps) if steps else None
         if client is None:
             for task in _dependency_order(tasks):
-                results[task.key] = task.fn(*task.args)
+                with item_steps(row.change if row else None) as counted:
+                    results[task.key] = task.fn(*task.args)
+                if row:
+                    row.settle(counted)
                 if on_result:
                     on_result(task.key, results[task.key])
                 bar.advance(tid)
@@ -205,7 +214,9 @@ def run_tasks(
         by_future = {f.key: k for k, f in futures.items()}
         for fut in as_completed(list(futures.values())):
             key = by_future[fut.key]
-            results[key] = fut.result()
+            results[key], n_steps = fut.result()
+            if row and n_steps:
+                row.change(n_steps, n_steps)
             if on_result:
                 on_result(key, results[key])
             bar.advance(tid)
@@ -225,9 +236,12 @@ def run_on_each_worker(client: Any | None, fn: Callable[..., Any], *args: Any) -
     client.gather(futures)
 
 
-def _call_after(fn: Callable[..., Any], args: tuple, _deps: list) -> Any:
-    """Dask resolves `_deps` (upstream futures) before calling: that is the ordering."""
-    return fn(*args)
+def _call_after(fn: Callable[..., Any], args: tuple, _deps: list) -> tuple[Any, int]:
+    """Dask resolves `_deps` (upstream futures) before calling: that is the ordering.
+    Returns the result and the steps the item reported, for the client's bar."""
+    with item_steps() as counted:
+        result = fn(*args)
+    return result, counted.done
 
 
 def _dependency_order(tasks: Sequence[Task]) -> list[Task]:

@@ -66,6 +66,9 @@ class Stage(Generic[Item]):
     name: str = "stage"
     #: what one item is, for the summary ("videos", "fakes")
     unit: str = "items"
+    #: the steps an item reports while it runs (`runtime.progress.step`), for a second row
+    #: of the progress bar ("frames"); None: the bar moves once per item
+    steps: str | None = None
     #: the dataset directory the stage writes
     root: Path
 
@@ -187,7 +190,7 @@ def run_stage(
             for item, k in ((i, stage.key(i)) for i in todo)
         ]
         if tasks:
-            run_tasks(tasks, client, description=stage.name, progress=progress)
+            run_tasks(tasks, client, description=stage.name, progress=progress, steps=stage.steps)
     for outcome in stage.outcomes(keys):
         add_outcome(summary, outcome)
     summary.seconds = time.perf_counter() - started

@@ -26,6 +26,7 @@ from dfpipe.pipeline.faces.shots import CutDetector
 from dfpipe.pipeline.faces.threads import chain_end, encoded_rows, prefetch, torch_beside_pipeline
 from dfpipe.pipeline.faces.tracks import TrackedFrame, Tracker, select_tracks
 from dfpipe.pipeline.video.decode import iter_frames
+from dfpipe.runtime.progress import step
 from dfpipe.runtime.stage import ItemError
 
 
@@ -171,6 +172,7 @@ def _raw_face_rows(
             boxes = np.array([(r["x1"], r["y1"], r["x2"], r["y2"]) for r in rows], np.float64).reshape(-1, 4)
             lms = np.array([r["landmarks"] for r in rows], np.float64).reshape(-1, 5, 2)
             ((pts, scores),) = meshes([frame], [boxes], [lms])
+            step()
             for i, r in enumerate(rows):
                 stats["n_shots"] = max(stats["n_shots"], r["shot_id"] + 1)
                 yield face_row(video_id, frame, r["track_id"], r["shot_id"], r["score"], boxes[i], lms[i],
@@ -228,6 +230,7 @@ def _raw_face_rows(
                 kept.append(keep)
             frame_meshes = meshes([f for f, _, _ in batch], [d.boxes[k] for d, k in zip(detections, kept)],
                                   [d.landmarks[k] for d, k in zip(detections, kept)])
+            step(len(batch))
             for (fr, _, cut), det, keep, (pts, scores) in zip(batch, detections, kept, frame_meshes):
                 yield from finished(tracker.push(fr, det.boxes[keep], det.scores[keep], det.landmarks[keep], cut=cut,
                                                  meshes=pts, mesh_scores=scores))

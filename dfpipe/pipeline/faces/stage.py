@@ -34,6 +34,7 @@ class ExtractStage(Stage[VideoJob]):
     jobs: list[VideoJob] = field(default_factory=list)
     name = "extract"
     unit = "videos"
+    steps = "frames"  # sampled frames through the detector (`rows.py`)
 
     def params(self) -> dict[str, Any]:
         return self.config.output_params()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +31,7 @@ from dfpipe.pipeline.faces.inputs import VideoJob
 from dfpipe.pipeline.faces.rows import TrackTally, iter_video_faces
 from dfpipe.pipeline.video.decode import DecodeError, VideoInfo, probe
 from dfpipe.runtime.files import atomic_write
+from dfpipe.runtime.progress import expect_steps
 from dfpipe.runtime.stage import ItemError
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ def _run_video(
     info = None
     try:
         info = _probe_checked(job.path, config)
+        expect_steps(expected_samples(config, info))
         if source_faces is not None and source_faces.num_rows:
             source_faces = _pair_compatible(job, info, source_faces, root)
         stats: dict[str, Any] = {}
@@ -113,6 +116,19 @@ def _run_video(
         meta["dropped"] = dropped
     meta["extract_seconds"] = round(time.perf_counter() - start, 3)
     return video_row(job, root, info, status="ok", n_sampled=stats["n_sampled"], meta=json.dumps(meta, sort_keys=True))
+
+
+def expected_samples(config: ExtractConfig, info: VideoInfo) -> int:
+    """About how many frames the sampling keeps of this video, for the progress bar (the
+    container's frame count can be off; the bar settles on the frames done)."""
+    n = max(int(info.n_frames or 0), 0)
+    if config.every:
+        return -(-n // config.every)
+    if config.count:
+        return min(config.count, n)
+    if config.fps and info.fps:
+        return min(n, math.ceil(n * config.fps / info.fps))
+    return n
 
 
 def _count_tracks(row: dict[str, Any], tally: TrackTally, keep: set[int]) -> None:

@@ -2,9 +2,10 @@
 
 A fake is one target track in every asked quality. `fake_rows` streams the target video,
 composes each frame, encodes a lossless (c0) clip, transcodes it to the other qualities and
-re-cuts the target's crops from every encoded clip; `write_parts` writes, atomically and in
-this order, `DS2/faces/part-<video>.parquet` and `DS2/videos/part-<video>.parquet` for each
-quality's video (the videos parts are the fake's completion marker).
+re-cuts the target's crops from every encoded clip (each composed frame and each re-cut one
+is a progress step); `write_parts` writes, atomically and in this order,
+`DS2/faces/part-<video>.parquet` and `DS2/videos/part-<video>.parquet` for each quality's
+video (the videos parts are the fake's completion marker).
 
 Pair links follow docs/architecture.md: a fake's `source_video_id` is the real video whose
 frames it changes (the task's "target"), `target_video_id` the identity donor (the swap
@@ -43,6 +44,7 @@ from dfpipe.pipeline.synth.track import TrackPlan, plan_track
 from dfpipe.pipeline.video.decode import iter_frames, probe
 from dfpipe.pipeline.video.writing import crf_for_quality, run_ffmpeg, write_video
 from dfpipe.runtime.files import atomic_write
+from dfpipe.runtime.progress import expect_steps, step
 from dfpipe.runtime.stage import ItemError
 
 FAKES_DIR = "fakes"
@@ -375,6 +377,8 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     video_path = ds / job.frames_row["path"]
     info = probe(video_path)
     plan = plan_track(rows, config.per_video, config.smooth, info.n_frames)
+    # progress: every frame is composed, then the target's frames are re-cut per quality
+    expect_steps(info.n_frames + len(config.qualities) * len(plan.rows))
     crop_size = int(rows[0]["size"])
     rng = np.random.default_rng(job.seed)
     generator = _generator(job, config, ds, plan, crop_size, rng)
@@ -404,6 +408,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
                     if frame.index in plan.rows:
                         masks[frame.index] = encode_mask(warp_crop(mask, plan.rows[frame.index]["matrix"], crop_size))
                 n_written += 1
+                step()
                 yield image
 
     fakes = out / FAKES_DIR
@@ -443,6 +448,7 @@ def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan
         if row is None:
             continue
         crop = warp_crop(frame.image, row["matrix"], crop_size)
+        step()
         out.append({
             **_own_geometry(frame.image, row, config),
             **{k: row[k] for k in ("track_id", "shot_id", "score", "x1", "y1", "x2", "y2", "landmarks", "matrix", "crop", "size")},

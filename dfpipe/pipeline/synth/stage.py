@@ -26,6 +26,7 @@ class SynthStage(Stage[FakeJob]):
 
     name = "synthesize"
     unit = "fakes"
+    steps = "frames"  # composed, then re-cut once per quality (`fake.py`)
 
     def __init__(self, ds: str | Path, out: str | Path, config: SynthConfig) -> None:
         self.config = config
