@@ -72,7 +72,7 @@ def choose_execution(n_items: int, workers: int | None = None, scheduler: str | 
         return Execution("local", workers, f"--workers {workers}")
     cores = cores or default_workers()
     if n_items == 1:
-        return Execution("serial", 0, "1 item to do, a cluster would only add its start-up")
+        return Execution("serial", 0, "1 item to do")
     if cores == 1:
         return Execution("serial", 0, "1 core")
     n = min(cores, n_items)
