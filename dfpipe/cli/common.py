@@ -35,12 +35,14 @@ def print_run_table(title: str, rows: list[tuple[str, object]], failed: list[tup
     """The one-screen end-of-run summary: counts, then the first failures with their codes."""
     from rich.table import Table
 
+    from dfpipe.cli.tables import print_table
+
     table = Table(title=title, show_header=False)
     for name, value in rows:
         table.add_row(name, str(value))
-    console.print(table)
-    for path, code, message in failed[:20]:
-        console.print(f"[red]{code}[/] {path}: {message}")
+    print_table(table, console)
+    for path, code, message in failed[:20]:  # one line each, as print_error: a long path stays whole
+        console.print(f"[red]{code}[/] {escape(path)}: {escape(message)}", soft_wrap=True)
     if len(failed) > 20:
         console.print(f"... and {len(failed) - 20} more (dfpipe info {out})")
 

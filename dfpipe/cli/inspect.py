@@ -33,22 +33,28 @@ def info(
 
 
 def print_videos(rows: list[dict]) -> None:
-    """`dfpipe info --videos`: a row per video; long names fold instead of being cut."""
+    """`dfpipe info --videos`: a row per video; file and method names wrap only at their
+    joints (`cli/tables.py`), the short columns never wrap."""
     from rich.table import Table
+
+    from dfpipe.cli.tables import Name, print_table
 
     table = Table(title="videos")
     for name in ("video", "label", "method", "quality", "split", "status", "frames", "faces"):
-        numeric = name in ("frames", "faces")
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+        table.add_column(name, justify="right" if name in ("frames", "faces") else "left",
+                         no_wrap=name not in ("video", "method"))
     for r in rows:
-        table.add_row(*(str(r[k]) if r[k] is not None else "-" for k in
-                        ("video", "label", "method", "quality", "split", "status", "frames", "faces")))
-    console.print(table)
+        cells = ["-" if r[k] is None else str(r[k]) for k in
+                 ("video", "label", "method", "quality", "split", "status", "frames", "faces")]
+        table.add_row(Name(cells[0]), cells[1], Name(cells[2]), *cells[3:])
+    print_table(table, console)
 
 
 def print_info(d: DatasetInfo) -> None:
     """The one-screen table of `dfpipe info`, then the first failures."""
     from rich.table import Table
+
+    from dfpipe.cli.tables import print_table
 
     table = Table(title=str(d.root), show_header=False)
     table.add_row("stages run", ", ".join(d.stages) or "-")
@@ -74,7 +80,7 @@ def print_info(d: DatasetInfo) -> None:
     table.add_row("camera shots", f"{d.n_shots} ({d.n_cut_videos} video(s) with cuts)")
     if d.dropped:
         table.add_row("faces dropped", ", ".join(f"{k}: {v}" for k, v in sorted(d.dropped.items())))
-    console.print(table)
+    print_table(table, console)
     for path, code, message in d.failed[:20]:
         console.print(f"[red]{code}[/] {path}: {message}")
 

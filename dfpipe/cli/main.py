@@ -8,12 +8,15 @@ import logging
 
 import typer
 
+from dfpipe.cli.helptext import list_commands_by_first_sentence
+
 app = typer.Typer(
     name="dfpipe",
     help="Turn folders of videos into measured deepfake-detection benchmarks, and train detectors on them.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's help: fits 80 columns (cli/helptext.py)
 )
 
 # One module per command group, registered explicitly (no import-time magic).
@@ -39,3 +42,5 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+
+list_commands_by_first_sentence(app)

@@ -80,18 +80,28 @@ def print_quality_table(table) -> None:
     """The per-method means of `report.summary_table`, as a terminal table with a legend."""
     from rich.table import Table
 
+    from dfpipe.cli.tables import print_in_parts
     from dfpipe.pipeline.quality.report import GROUP, SHORT, fmt
 
-    rich_table = Table(title="dataset quality (means over videos)")
     groups = [c for c in table.columns if c in GROUP]
-    # one row per metric, one column per group: a dozen metrics side by side do not fit a terminal
-    rich_table.add_column("metric")
-    for row in table.itertuples(index=False):
+    metrics = [c for c in table.columns if c not in GROUP]
+    # one row per metric, one column per group: a dozen metrics side by side do not fit a terminal;
+    # with many groups, as many tables as it takes to keep each group's name whole
+    columns = []
+    for i, row in enumerate(table.itertuples(index=False)):
         name = " / ".join(str(getattr(row, g)) for g in groups if getattr(row, g) not in (None, "", "-"))
-        rich_table.add_column(name or "-", justify="right", no_wrap=True)
-    for col in (c for c in table.columns if c not in GROUP):
-        rich_table.add_row(SHORT.get(col, col), *[fmt(v) for v in table[col]])
-    console.print(rich_table)
+        columns.append((name or "-", [fmt(table[m].iloc[i]) for m in metrics]))
+
+    def make(part: list[tuple[str, list[str]]]) -> Table:
+        rich_table = Table(title="dataset quality (means over videos)")
+        rich_table.add_column("metric", no_wrap=True)
+        for header, _ in part:
+            rich_table.add_column(header, justify="right")
+        for j, metric in enumerate(metrics):
+            rich_table.add_row(SHORT.get(metric, metric), *[cells[j] for _, cells in part])
+        return rich_table
+
+    print_in_parts(make, columns, console)
     console.print("M-SSIM: Mask-SSIM of the masked images; M-SSIM in: mean SSIM inside the mask (higher = closer "
                   "to the source). LPIPS, VGG MSE: lower = closer. Ewarp: lower = less flicker.")
     if any(c in table.columns for c in ("id_to_source", "id_to_target", "pose_error", "expression_error", "seam")):
