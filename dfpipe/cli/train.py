@@ -135,20 +135,29 @@ def evaluate(
     if json_output:
         _print_json(result)
         return
+    print_evaluation(result, dataset_dir, split)
+    if report is not None:
+        console.print(f"report: {report}/metrics.json, faces.parquet, roc.png")
+
+
+def print_evaluation(result: dict, dataset_dir: Path, split: str) -> None:
+    """The metrics of `dfpipe evaluate`: all faces, then per method and per compression
+    (method names wrap at their joints only, the numbers never)."""
     from rich.table import Table
 
+    from dfpipe.cli.tables import Name, print_table
+
     table = Table(title=f"{result['model']} on {dataset_dir} ({split}): {result['n_faces']} faces, {result['n_videos']} videos")
-    for col in ("subset", "n", "AUC", "ACC", "EER", "AP", "video AUC"):
-        table.add_column(col)
+    table.add_column("subset")
+    for col in ("n", "AUC", "ACC", "EER", "AP", "video AUC"):
+        table.add_column(col, justify="right", no_wrap=col != "video AUC")
     f, v = result["frame"], result["video"]
     table.add_row("all", str(f["n"]), _fmt(f["auc"]), _fmt(f["acc"]), _fmt(f["eer"]), _fmt(f["ap"]), _fmt(v["auc"]))
     for group in ("per_method", "per_compression"):
         for name, m in result[group].items():
-            table.add_row(f"{group[4:]} {name}", str(m["n"]), _fmt(m["auc"]), _fmt(m["acc"]), _fmt(m["eer"]),
+            table.add_row(Name(f"{group[4:]} {name}"), str(m["n"]), _fmt(m["auc"]), _fmt(m["acc"]), _fmt(m["eer"]),
                           _fmt(m["ap"]), _fmt(m["video_auc"]))
-    console.print(table)
-    if report is not None:
-        console.print(f"report: {report}/metrics.json, faces.parquet, roc.png")
+    print_table(table, console)
 
 
 def predict(
@@ -176,17 +185,28 @@ def predict(
     if json_output:
         _print_json(result)
     else:
-        from rich.table import Table
-
-        table = Table(title=f"{result['model']}: fake probability")
-        for col in ("video", "faces", "tracks", "prob", "label", "status"):
-            table.add_column(col)
-        for r in result["videos"]:
-            status = r["status"] if r["status"] == "ok" else f"{r['error_code']}: {r['error']}"
-            table.add_row(r["path"], str(r["n_faces"]), str(len(r["tracks"])), _fmt(r["prob"]), r["label"] or "-", status)
-        console.print(table)
+        print_predictions(result)
     if result["n_errors"]:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def print_predictions(result: dict) -> None:
+    """A row per video of `dfpipe predict`: its path as given, whole (wrapped at `/` and
+    `_`), faces, tracks, probability, label, and why it failed."""
+    from rich.table import Table
+
+    from dfpipe.cli.tables import Name, print_table
+
+    table = Table(title=f"{result['model']}: fake probability")
+    table.add_column("video")
+    for col in ("faces", "tracks", "prob"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("label", no_wrap=True)
+    table.add_column("status")
+    for r in result["videos"]:
+        status = r["status"] if r["status"] == "ok" else f"{r['error_code']}: {r['error']}"
+        table.add_row(Name(r["path"]), str(r["n_faces"]), str(len(r["tracks"])), _fmt(r["prob"]), r["label"] or "-", status)
+    print_table(table, console)
 
 
 def register(app: typer.Typer) -> None:
