@@ -45,7 +45,7 @@ def extract(
     batch_size: int = option(CONFIG, "batch_size", help="Frames per detector batch."),
     backend: str = option(CONFIG, "backend", help="Decoder: pyav (default, fastest here) or decord."),
     max_pixels: int = option(CONFIG, "max_pixels", help="Refuse videos with larger frames (error row too_large)."),
-    workers: Optional[int] = typer.Option(None, help="Worker processes on a local Dask cluster (default: one per core; 0 = no Dask)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes on a local Dask cluster (default: one per core, at most one per item; serial, without Dask, for a single item or core; 0 = serial)."),
     scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler, e.g. tcp://host:8786."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:

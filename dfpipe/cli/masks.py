@@ -21,7 +21,7 @@ def masks(
     min_threshold: float = option(CONFIG, "min_threshold", help="Floor under the Otsu level, so codec noise is never a mask."),
     components: int = option(CONFIG, "components", help="Keep this many largest regions."),
     use_shipped: bool = option(CONFIG, "use_shipped", "--use-shipped/--no-shipped", help="Prefer the dataset's own mask videos."),
-    workers: Optional[int] = typer.Option(None, help="Dask worker processes (0 = serial; default: one per core)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes on a local Dask cluster (default: one per core, at most one per item; serial, without Dask, for a single item or core; 0 = serial)."),
     scheduler: Optional[str] = typer.Option(None, help="An existing Dask scheduler, e.g. tcp://host:8786."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:

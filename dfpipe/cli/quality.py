@@ -31,7 +31,7 @@ def score_quality(
     weights: Optional[Path] = option(
         CONFIG, "weights", help="VGG-16 ImageNet weights (vgg16-397923af.pth; default: the weights cache)."),
     device: str = option(CONFIG, "device", help="Device for LPIPS: cpu or cuda."),
-    workers: Optional[int] = typer.Option(None, help="Dask worker processes (0 = serial; default: one per core)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes on a local Dask cluster (default: one per core, at most one per item; serial, without Dask, for a single item or core; 0 = serial)."),
     scheduler: Optional[str] = typer.Option(None, help="An existing Dask scheduler, e.g. tcp://host:8786."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     redo: bool = typer.Option(False, "--redo", help="Clear DS/quality/ and score again (e.g. with other metrics)."),

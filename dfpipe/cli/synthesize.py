@@ -49,7 +49,7 @@ def synthesize(
     harmonizer: Optional[Path] = option(CONFIG, "harmonizer", help="DoveNet checkpoint for --blend dovenet."),
     device: str = option(CONFIG, "device", help="Device of the harmonizer: cpu or cuda."),
     include_reals: bool = option(CONFIG, "include_reals", help="Also list the real videos used (and their faces) in DS2."),
-    workers: Optional[int] = typer.Option(None, help="Worker processes on a local Dask cluster (default: one per core; 0 = no Dask)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes on a local Dask cluster (default: one per core, at most one per item; serial, without Dask, for a single item or core; 0 = serial)."),
     scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler, e.g. tcp://host:8786."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
