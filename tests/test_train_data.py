@@ -225,3 +225,55 @@ def test_bad_dataset_messages(tmp_path, clip_ds):
     with pytest.raises(DataError, match="no labelled faces") as raised:
         FaceStream(index.__class__(index.root, index.parts, index.table.assign(split="train")), StreamConfig("test", SPEC))
     assert "'test'" in str(raised.value) and "train (" in str(raised.value)  # names the splits there are
+
+
+def test_splits_are_kept_for_evaluation_and_new_videos_join_their_group(pair, tmp_path):
+    """Training writes DS/splits/; a later read with the same seed gives the same splits even
+    when the videos table changed (here: a video's group link is dropped)."""
+    import pyarrow.parquet as pq
+
+    from dfpipe.manifests.parts import list_parts
+    from dfpipe.train.splits import read_kept_splits
+
+    real, fake = pair
+    root = write_clip_dataset(tmp_path, real, fake, clip_frames=40)
+    first = load_index(root, seed=7, keep_splits=True).table
+    kept = read_kept_splits(root, 7)
+    assert set(kept) == set(first["video_id"])  # every video with faces, all made here
+    assert [p.name for p in list_parts(root, "splits")] == ["part-seed7.parquet"]
+    written = pq.read_table(list_parts(root, "splits")[0]).to_pandas()
+    assert set(written["origin"]) == {"made"} and (written["seed"] == 7).all()
+    # a different seed would split differently; the kept seed-7 splits do not move
+    again = load_index(root, seed=7).table
+    assert again["split"].equals(first["split"])
+    assert read_kept_splits(root, 8) == {}
+
+
+def test_small_datasets_get_a_validation_split_with_both_classes():
+    """Two unlinked real videos and two unlinked fakes: val must not be all train, and
+    stratifying by what a group holds puts a real and a fake in val."""
+    faces = pd.DataFrame({"video_id": ["r1", "r2", "f1", "f2"], "label": ["real", "real", "fake", "fake"]})
+    for seed in range(10):
+        s = dict(zip(faces["video_id"], assign_splits(faces, None, seed=seed)))
+        val = {v for v, x in s.items() if x == "val"}
+        assert len(val) == 2 and {v[0] for v in val} == {"r", "f"}
+
+
+def test_identity_in_meta_keeps_videos_of_one_person_together():
+    from dfpipe.train.splits import video_groups
+
+    videos = pd.DataFrame({"video_id": ["a", "b", "c"], "identity": ["id0", "id0", None]})
+    g = video_groups(["a", "b", "c"], videos)
+    assert g["a"] == g["b"] != g["c"]
+
+
+def test_training_without_a_usable_validation_split_is_refused(pair, tmp_path):
+    from dfpipe.train.trainer import TrainError, check_validation
+
+    real, fake = pair
+    root = write_clip_dataset(tmp_path, real, fake, clip_frames=10_000, split_by_frame=(10_000, 10_000))
+    index = load_index(root)
+    assert set(index.table["split"]) == {"train"}
+    with pytest.raises(TrainError, match="validation split is empty") as raised:
+        check_validation(index)
+    assert "ingest list" in str(raised.value) and "train: 2 videos" in str(raised.value)

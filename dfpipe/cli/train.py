@@ -73,8 +73,10 @@ def train(
 ) -> None:
     """Train M2TR or MAT on DS/faces/. Works under `torchrun -m dfpipe train ...` too.
 
-    Splits come from the manifests (faces, then videos), else are made by video group
-    (a fake stays with its source real video). best.pt is chosen by validation AUC.
+    Splits come from the manifests (faces, then videos), else are made by video group (a
+    fake stays with its source real video, videos of one named identity stay together) and
+    kept in DS/splits/ for `dfpipe evaluate`. A validation split without both real and fake
+    faces is an error (exit 2). best.pt is chosen by validation AUC.
     """
     from dfpipe.train.trainer import train
 
@@ -102,6 +104,8 @@ def train(
         table.add_row(str(r["epoch"]), _fmt(r.get("train_loss")), _fmt(r.get("val_auc")), _fmt(r.get("val_acc")),
                       _fmt(r.get("val_eer")), _fmt(r.get("val_ap")), _fmt(r.get("val_video_auc")))
     console.print(table)
+    console.print("splits (DS/splits/): " + "; ".join(
+        f"{name} {c['videos']} videos, {c['real']} real + {c['fake']} fake faces" for name, c in summary["splits"].items()))
     best = summary["best"]
     console.print(f"{summary['num_params']:,} parameters, {summary['n_train']} training faces per epoch, "
                   f"{summary['n_val']} validation faces, {summary['seconds']:.1f} s")

@@ -206,6 +206,24 @@ MASKS_SCHEMA = pa.schema(
     metadata={"dfpipe.table": MASKS_TABLE, "dfpipe.schema_version": SCHEMA_VERSION},
 )
 
+# ----------------------------------------------------------------------------- splits
+# `DS/splits/`: the train / val / test split of every video that has faces, one part per
+# seed (`part-seed<N>.parquet`), written by `dfpipe train` so that `evaluate` and later runs
+# read the same assignment (videos added later join their group's split).
+
+SPLITS_TABLE = "splits"
+
+SPLITS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("group_id", pa.string()),  # videos sharing a source / target / identity
+        pa.field("origin", pa.string()),  # given (dataset or listing) / made (dfpipe)
+        pa.field("seed", pa.int64()),
+    ],
+    metadata={"dfpipe.table": SPLITS_TABLE, "dfpipe.schema_version": SCHEMA_VERSION},
+)
+
 #: Every table a dataset directory may hold, by its folder under the root.
 TABLES = {
     "videos": VIDEOS_SCHEMA,
@@ -213,4 +231,5 @@ TABLES = {
     QUALITY_FRAMES_TABLE: QUALITY_FRAMES_SCHEMA,
     QUALITY_VIDEOS_TABLE: QUALITY_VIDEOS_SCHEMA,
     MASKS_TABLE: MASKS_SCHEMA,
+    SPLITS_TABLE: SPLITS_SCHEMA,
 }

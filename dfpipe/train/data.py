@@ -16,6 +16,7 @@ skipped rows.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,11 +32,17 @@ from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.manifests.parts import list_parts, read_table
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
 from dfpipe.train.augment import AugmentConfig, augment
-from dfpipe.train.splits import DEFAULT_FRACTIONS, assign_splits
+from dfpipe.train.splits import (
+    DEFAULT_FRACTIONS,
+    assign_splits,
+    given_split_videos,
+    read_kept_splits,
+    write_kept_splits,
+)
 
 LABEL_IDS = {"real": 0, "fake": 1}
 _INDEX_COLUMNS = ["face_id", "video_id", "frame_index", "track_id", "label", "split"]
-_VIDEO_COLUMNS = ["video_id", "label", "method", "compression", "source_video_id", "target_video_id", "split"]
+_VIDEO_COLUMNS = ["video_id", "label", "method", "compression", "source_video_id", "target_video_id", "split", "meta"]
 
 
 class DataError(ValueError):
@@ -71,8 +78,23 @@ def _part_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rg, rg_row
 
 
-def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> FaceIndex:
-    """Read `faces/` (index columns only) and `videos/` and resolve labels and splits."""
+def _identity(meta: object) -> str | None:
+    """The named identity in a video's meta JSON (Celeb-DF's id<t>), if any."""
+    if not isinstance(meta, str) or "identity" not in meta:
+        return None
+    try:
+        value = json.loads(meta).get("identity")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+               keep_splits: bool = False) -> FaceIndex:
+    """Read `faces/` (index columns only) and `videos/` and resolve labels and splits.
+
+    Splits an earlier run kept for this `seed` (DS/splits/) are reused; `keep_splits`
+    (training) writes the resolved ones back, so evaluation sees the same assignment."""
     root = Path(dataset_dir)
     parts = list_parts(root, "faces")
     if not parts:
@@ -98,6 +120,7 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
 
     videos = read_table(root, "videos", VIDEOS_SCHEMA, columns=_VIDEO_COLUMNS).to_pandas()
     videos = videos.drop_duplicates("video_id", keep="last")
+    videos["identity"] = videos["meta"].map(_identity)
     if len(videos):
         meta = videos.set_index("video_id")
         # a face's own real/fake wins; "unknown" or null falls back to its video's label
@@ -109,10 +132,14 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
         faces["method"] = None
         faces["compression"] = None
     faces["y"] = faces["label"].map(LABEL_IDS).fillna(-1).astype(np.int64)
+    table = videos if len(videos) else None
+    given = given_split_videos(faces, table)
     try:
-        faces["split"] = assign_splits(faces, videos if len(videos) else None, seed=seed, fractions=fractions)
+        faces["split"] = assign_splits(faces, table, seed=seed, fractions=fractions, fixed=read_kept_splits(root, seed))
     except ValueError as exc:
         raise DataError(f"{root}: {exc}") from exc
+    if keep_splits:
+        write_kept_splits(root, faces, table, seed, given)
     return FaceIndex(root, parts, faces)
 
 

@@ -36,6 +36,7 @@ from dfpipe.runtime.runinfo import read_run
 from dfpipe.train import distributed as ddp
 from dfpipe.train.augment import preset
 from dfpipe.train.data import FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index, make_loader
+from dfpipe.train.splits import split_counts
 from dfpipe.train.inference import autocast, score_stream
 from dfpipe.train.metrics import evaluate_scores
 
@@ -50,6 +51,25 @@ SCHEDULES = ("cosine", "step", "constant")
 
 class TrainError(ValueError):
     """Bad training arguments, caught before any work starts."""
+
+
+def check_validation(index: FaceIndex) -> None:
+    """Refuse to train without a validation split holding both classes: no best.pt could be
+    chosen, and an exit 0 without a model misleads. Says what the splits hold and what to do."""
+    val = index.select("val")
+    classes = set(val["label"]) & {"real", "fake"}
+    if len(classes) == 2:
+        return
+    counts = split_counts(index.select(None))
+    held = "; ".join(f"{name}: {c['videos']} videos ({c['real']} real, {c['fake']} fake faces)"
+                     for name, c in counts.items())
+    what = "is empty" if val.empty else f"holds only {classes.pop() if classes else 'unlabelled'} faces"
+    raise TrainError(
+        f"{index.root}: the validation split {what}, so no model could be chosen ({held}). "
+        "Add videos (splits are made by source group: each needs real and fake videos from several "
+        "sources), or name the splits yourself: a `split` column (train/val/test) in a listing for "
+        "`dfpipe ingest list`, or val/ and test/ folders for `dfpipe ingest folders`"
+    )
 
 
 @dataclass
@@ -225,7 +245,8 @@ class _Run:
         self.model = create_model(cfg.model_name(), pretrained=cfg.pretrained, **cfg.model_kwargs()).to(self.device)
         self.spec = ImageSpec.from_default_cfg(self.model.default_cfg)
         self.extract_params = plain(read_run(cfg.dataset_dir).get("stages", {}).get("extract", {}).get("params", {}))
-        self.index: FaceIndex = load_index(cfg.dataset_dir, seed=cfg.seed)
+        self.index: FaceIndex = load_index(cfg.dataset_dir, seed=cfg.seed, keep_splits=info.main)
+        check_validation(self.index)
         per_step = info.world_size * cfg.accum
         if cfg.batch % per_step:
             raise TrainError(f"--batch {cfg.batch} must be divisible by processes x --accum = {per_step}")
@@ -236,9 +257,7 @@ class _Run:
                          augment=preset(cfg.augment)),
             info.rank, info.world_size,
         )
-        self.val_stream = None
-        if not self.index.select("val").empty:
-            self.val_stream = FaceStream(self.index, StreamConfig("val", self.spec), info.rank, info.world_size)
+        self.val_stream = FaceStream(self.index, StreamConfig("val", self.spec), info.rank, info.world_size)
         n_mb = micro_batches_per_epoch(self.train_stream, self.micro, cfg.workers)
         if cfg.max_steps is not None:
             n_mb = min(n_mb, cfg.max_steps * cfg.accum)
@@ -435,7 +454,8 @@ class _Run:
             "seconds": time.perf_counter() - started,
             "num_params": count_parameters(self.model),
             "n_train": len(self.train_stream) * self.info.world_size,
-            "n_val": 0 if self.val_stream is None else int(len(self.index.select("val"))),
+            "n_val": int(len(self.index.select("val"))),
+            "splits": split_counts(self.index.select(None)),
         }
 
     def is_better(self, record: dict[str, Any]) -> bool:

@@ -69,7 +69,9 @@ def list_celebdf_version(root: Path) -> list[Entry]:
                     raise IngestError(f"{path}: Celeb-synthesis names are id<t>_id<s>_<n>.mp4, got {path.name!r}")
                 entry.method = METHOD
                 entry.source_key = f"Celeb-real/{m.group(1)}_{m.group(3)}.mp4"
-                entry.meta = {"donor_identity": m.group(2)}
+                entry.meta = {"donor_identity": m.group(2), "identity": m.group(1)}
+            elif folder == "Celeb-real":  # id<t>_<n>: all of one person's videos split together
+                entry.meta = {"identity": path.stem.split("_")[0]}
             entries.append(entry)
     if test is not None:  # listed but absent: an error row each (unreadable), never dropped
         present = {e.key for e in entries}
