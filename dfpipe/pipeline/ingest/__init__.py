@@ -12,7 +12,7 @@ from typing import Sequence
 from dfpipe.pipeline.ingest.common import Entry, IngestError, IngestSummary, write_entries
 from dfpipe.pipeline.ingest.ffpp import DEFAULT_COMPRESSION, ingest_ffpp
 
-KINDS = ("ff++", "dfdc", "celebdf", "list")
+KINDS = ("ff++", "dfdc", "celebdf", "folders", "list")
 
 
 def ingest(
@@ -40,6 +40,10 @@ def ingest(
         from dfpipe.pipeline.ingest.celebdf import ingest_celebdf
 
         return ingest_celebdf(root, out)
+    if kind == "folders":
+        from dfpipe.pipeline.ingest.folders import ingest_folders
+
+        return [ingest_folders(root, out)]
     from dfpipe.pipeline.ingest.listing import ingest_listing
 
     return [ingest_listing(root, out)]

@@ -54,6 +54,7 @@ class IngestSummary:
     out: Path
     written: int = 0
     skipped_existing: int = 0
+    updated: list[tuple[str, str]] = field(default_factory=list)  # (key, what changed)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
     by_label: Counter = field(default_factory=Counter)
     by_method: Counter = field(default_factory=Counter)
@@ -112,8 +113,11 @@ def _rel(path: Path, out: Path) -> str:
 def write_entries(entries: Iterable[Entry], out: str | Path, dataset: str) -> IngestSummary:
     """Hash, link and write `entries` as pending `videos/` rows under `out`.
 
-    Videos whose part already exists are left alone: re-running ingest on a dataset that
-    was extracted since must not reset its rows to pending.
+    A video whose row already exists keeps what extract found (status, counts): re-running
+    ingest on a dataset that was extracted since must not reset it to pending. When the
+    listing now says something else about it (label, method, compression, split, pair),
+    the row is updated, and so are the label and split of its extracted faces; each update
+    is listed in `summary.updated`.
     """
     out = Path(out).resolve()
     summary = IngestSummary(dataset=dataset, out=out)
@@ -141,7 +145,11 @@ def write_entries(entries: Iterable[Entry], out: str | Path, dataset: str) -> In
             vid = duplicate_id(e.path)
             summary.warnings.append(f"{e.path} has the same content as {first}; listed once")
         if vid in existing:
-            summary.skipped_existing += 1
+            change = _update_existing(out, vid, e, ids)
+            if change:
+                summary.updated.append((e.key, change))
+            else:
+                summary.skipped_existing += 1
             continue
         if first != e.key:
             row = {
@@ -182,3 +190,50 @@ def write_entries(entries: Iterable[Entry], out: str | Path, dataset: str) -> In
         summary.by_method[e.method or "-"] += 1
         summary.by_split[e.split or "-"] += 1
     return summary
+
+
+_LISTED = ("label", "method", "compression", "split", "source_video_id", "target_video_id")
+
+
+def _update_existing(out: Path, vid: str, e: Entry, ids: dict[str, str]) -> str:
+    """Bring an existing row in line with the listing; '' when nothing changed, else what did
+    ("label unknown -> fake")."""
+    import pyarrow.parquet as pq
+
+    from dfpipe.manifests.parts import part_path, rows_to_table, write_part_atomic
+
+    path = part_path(out, "videos", vid)
+    rows = pq.read_table(path).to_pylist()
+    if not rows or rows[0].get("status") == "error" and rows[0].get("error_code") == "duplicate":
+        return ""
+    row = rows[0]
+    wanted = {"label": e.label, "method": e.method, "compression": e.compression, "split": e.split,
+              "source_video_id": ids.get(e.source_key) if e.source_key else None,
+              "target_video_id": ids.get(e.target_key) if e.target_key else None}
+    changed = {k: (row.get(k), v) for k, v in wanted.items() if row.get(k) != v}
+    if not changed:
+        return ""
+    row.update({k: v for k, (_, v) in changed.items()})
+    write_part_atomic(rows_to_table([row], VIDEOS_SCHEMA), path)
+    if {"label", "split"} & set(changed):
+        _relabel_faces(out, vid, row["label"], row["split"])
+    return ", ".join(f"{k.replace('_video_id', '')} {old or '-'} -> {new or '-'}" for k, (old, new) in changed.items())
+
+
+def _relabel_faces(out: Path, vid: str, label: str, split: str | None) -> None:
+    """Set the label and split of a video's extracted faces (their crops stay as they are)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dfpipe.manifests.parts import part_path, write_part_atomic
+
+    path = part_path(out, "faces", vid)
+    if not path.is_file():
+        return
+    table = pq.read_table(path)
+    n = table.num_rows
+    for name, value in (("label", label), ("split", split)):
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, table.schema.field(name), pa.array([value] * n, type=pa.string()))
+    write_part_atomic(table, path)
