@@ -282,7 +282,11 @@ def test_missing_dlib_files_skip_identity_by_default_and_fail_when_named(nt_data
     monkeypatch.setenv("DFPIPE_HOME", str(tmp_path / "home"))
     config, notes = usable_config(QualityConfig())
     assert "identity" not in config.metrics and "pose" in config.metrics
-    assert len(notes) == 1 and "dlib_face_recognition_resnet_model_v1.dat" in notes[0]
+    assert "lpips" not in config.metrics and "mask_ssim" in config.metrics  # VGG-16 absent offline too
+    assert len(notes) == 2 and "dlib_face_recognition_resnet_model_v1.dat" in notes[0]
+    assert notes[1].startswith("lpips skipped") and "no pinned hash" not in notes[1]
+    with pytest.raises(WeightsError):  # named, it is required
+        usable_config(QualityConfig(metrics=("lpips", "pose")))
     with pytest.raises(WeightsError, match="dlib"):
         usable_config(QualityConfig(metrics=("identity", "pose")))
     result = runner.invoke(app, ["score-quality", str(nt_dataset), "--metrics", "identity,pose", "--redo", "--workers", "0"])

@@ -138,7 +138,7 @@ def _download(spec: WeightsFile, dest: Path) -> Path:
 
 def _missing_message(spec: WeightsFile, why: str) -> str:
     where = f"$DFPIPE_WEIGHTS_DIR, or {cache_dir() / spec.name}"
-    pinned = f"sha256 {spec.sha256}" if spec.sha256 else "no pinned hash"
+    pinned = f"sha256 {spec.sha256}" if spec.sha256 else "no published hash: its sha256 is recorded in run.json when used"
     urls = "\n  ".join(spec.urls) or "(no public URL known)"
     return (
         f"weights file {spec.name!r} ({spec.note}; {pinned}) not found: {why}.\n"

@@ -10,9 +10,10 @@ from dfpipe.pipeline.quality.ewarp import DIS_PRESETS
 #: lpips also gives vgg_mse; mask_ssim also ssim; identity gives id_to_source, id_to_target and
 #: (per video) id_retrieval; pose gives pose_error, expression expression_error, seam seam.
 METRICS = ("mask_ssim", "lpips", "ewarp", "identity", "pose", "expression", "seam")
-#: Metrics that need an optional install (dlib for identity): in the default list they are
-#: skipped with a note when it is missing; named in `metrics` they are required.
-OPTIONAL = ("identity",)
+#: Metrics that need an optional install or a weights file that may be absent offline (dlib
+#: for identity, the VGG-16 ImageNet file for lpips): in the default list they are skipped with
+#: a note when it is missing; named in `metrics` they are required.
+OPTIONAL = ("identity", "lpips")
 
 
 @dataclass(frozen=True)

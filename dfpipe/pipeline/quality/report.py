@@ -225,8 +225,11 @@ def write_report(root: str | Path, report: str | Path) -> Path:
         parts += [""] + [f"## {t}\n\n![{t}]({p})\n" for t, p in rel]
         report.write_text("\n".join(parts), encoding="utf-8")
         return report
+    lower = [name for name, col in (("LPIPS", "lpips"), ("VGG MSE", "vgg_mse"), ("Ewarp", "ewarp"))
+             if col in table and table[col].notna().any()]  # name only what was computed
+    lower_text = f"; {', '.join(lower)}: lower = closer / smoother" if lower else ""
     body = [f"<h1>Quality of {html.escape(Path(root).name)}</h1>", "<p>Means over videos. Mask-SSIM and SSIM: higher = "
-            "closer to the source; LPIPS, VGG MSE, Ewarp: lower = closer / smoother. Identity: dlib descriptor "
+            f"closer to the source{lower_text}. Identity: dlib descriptor "
             "distance (&lt; 0.6 = same person) to the donor (id_to_source) and to the real target face "
             "(id_to_target); id_retrieval: fraction of frames whose nearest real identity is the expected one "
             "(the donor for a swap, the target for a reenactment). pose_error: degrees against the target; "

@@ -167,25 +167,45 @@ def score_quality(
     return summary
 
 
+def _check_identity(config: QualityConfig) -> None:
+    from dfpipe.pipeline.quality.identity import identity_weights
+
+    identity_weights()
+
+
+def _check_lpips(config: QualityConfig) -> None:
+    from dfpipe.pipeline.quality.perceptual import VGG16_WEIGHTS, lpips_linear_path
+    from dfpipe.runtime.weights import resolve_weights
+
+    lpips_linear_path()
+    resolve_weights(VGG16_WEIGHTS, config.weights)
+
+
+_CHECKS = {"identity": _check_identity, "lpips": _check_lpips}
+
+
 def usable_config(config: QualityConfig) -> tuple[QualityConfig, list[str]]:
     """`config` without the optional metrics (`QualityConfig.optional`) whose install or
-    weights are missing, and a note for each one left out. A metric the user named stays:
-    its missing piece raises (DlibMissingError, WeightsError) before any work."""
-    if "identity" not in config.metrics:
-        return config, []
+    weights are missing (offline: the VGG-16 file for lpips, dlib's for identity), and a
+    note for each one left out. A metric the user named stays: its missing piece raises
+    (DlibMissingError, WeightsError) before any work."""
     from dfpipe.models.face_descriptor import DlibMissingError
-    from dfpipe.pipeline.quality.identity import identity_weights
     from dfpipe.runtime.weights import WeightsError
 
-    try:
-        identity_weights()
-    except (DlibMissingError, WeightsError) as exc:
-        if "identity" not in config.optional():
-            raise
-        kept = tuple(m for m in config.metrics if m != "identity")
-        first = str(exc).splitlines()[0]
-        return dataclasses.replace(config, metrics=kept), [f"identity metrics skipped: {first}"]
-    return config, []
+    notes: list[str] = []
+    optional = config.optional()  # of the list as asked, before any metric is left out
+    for metric, check in _CHECKS.items():
+        if metric not in config.metrics:
+            continue
+        try:
+            check(config)
+        except (DlibMissingError, WeightsError) as exc:
+            if metric not in optional:
+                raise
+            kept = tuple(m for m in config.metrics if m != metric)
+            config = dataclasses.replace(config, metrics=kept)
+            notes.append(f"{metric} skipped: {str(exc).splitlines()[0]}")
+    return config, notes
 
 
 __all__ = ["QualityStage", "VideoPair", "score_quality", "usable_config"]
