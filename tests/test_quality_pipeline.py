@@ -170,9 +170,15 @@ def test_score_quality_full_frame_and_missing_weights(masked, tmp_path, monkeypa
 
     monkeypatch.setenv("DFPIPE_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("DFPIPE_HOME", str(tmp_path / "home"))
+    # offline without VGG-16 the default list scores what it can and says what it skipped
+    result = runner.invoke(app, ["score-quality", str(ds), "--redo", "--workers", "0", "--metrics", "mask_ssim,lpips"])
+    assert result.exit_code == 2  # named: required
+    assert "vgg16-397923af.pth" in result.output
     result = runner.invoke(app, ["score-quality", str(ds), "--redo", "--workers", "0"])
-    assert result.exit_code == 2
-    assert "vgg16-397923af.pth" in result.output and "--metrics mask_ssim,ewarp" in result.output
+    assert result.exit_code == 0, result.output
+    assert "lpips skipped" in " ".join(result.output.split()) and "vgg16-397923af.pth" in result.output
+    scored = pd.read_parquet(ds / "quality" / "frames")
+    assert scored["mask_ssim"].notna().any() and ("lpips" not in scored or scored["lpips"].isna().all())
 
 
 # ----------------------------------------------------------------------------- the stage
