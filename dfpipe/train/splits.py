@@ -9,8 +9,8 @@ both) and ordered by a seeded hash of their key inside each stratum, which makes
 assignment deterministic, gives val and test both classes where the data allows, and
 keeps it stable when unrelated videos are added.
 
-`resolve_splits` also keeps what it made in `DS/splits/part-seed<N>.parquet`: training
-writes it, evaluation and later runs with the same seed read it back, and videos added
+What was resolved is kept in `DS/splits/part-seed<N>.parquet` (`write_kept_splits`, called
+by training); evaluation and later runs with the same seed read it back (`read_kept_splits`), and videos added
 since join their group's split instead of reshuffling the others.
 """
 

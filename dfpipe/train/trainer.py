@@ -257,7 +257,7 @@ class _Run:
                          augment=preset(cfg.augment)),
             info.rank, info.world_size,
         )
-        self.val_stream = FaceStream(self.index, StreamConfig("val", self.spec), info.rank, info.world_size)
+        self.val_stream = FaceStream(self.index, StreamConfig("val", self.spec), info.rank, info.world_size)  # checked above
         n_mb = micro_batches_per_epoch(self.train_stream, self.micro, cfg.workers)
         if cfg.max_steps is not None:
             n_mb = min(n_mb, cfg.max_steps * cfg.accum)
@@ -385,9 +385,7 @@ class _Run:
             if k not in ("epoch", "step"):
                 self.tb.add_scalar(f"train/{k}", v, self.step)
 
-    def validate(self) -> dict[str, Any] | None:
-        if self.val_stream is None:
-            return None
+    def validate(self) -> dict[str, Any]:
         rows, probs = score_stream(self.model, self.val_stream, self.micro * self.cfg.accum, self.device,
                                    workers=self.cfg.workers, amp=self.use_amp)
         parts = ddp.gather_objects((rows, probs), self.info)
@@ -468,12 +466,11 @@ class _Run:
             return True
         return auc == self.best["auc"] and record["val_logloss"] < self.best.get("logloss", math.inf)
 
-    def epoch_record(self, train_stats: dict[str, float], metrics: dict | None, seconds: float) -> dict[str, Any]:
+    def epoch_record(self, train_stats: dict[str, float], metrics: dict, seconds: float) -> dict[str, Any]:
         rec: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0]}
         rec.update({f"train_{k}": v for k, v in train_stats.items()})
-        if metrics is not None:
-            rec.update({f"val_{k}": metrics["frame"][k] for k in ("auc", "acc", "eer", "ap", "logloss")})
-            rec["val_video_auc"] = metrics["video"]["auc"]
+        rec.update({f"val_{k}": metrics["frame"][k] for k in ("auc", "acc", "eer", "ap", "logloss")})
+        rec["val_video_auc"] = metrics["video"]["auc"]
         rec["seconds"] = seconds
         return rec
 

@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from dfpipe.manifests.ids import video_content_id
-from dfpipe.manifests.parts import part_keys, write_rows
+from dfpipe.manifests.parts import part_keys, part_path, rows_to_table, write_part_atomic, write_rows
 from dfpipe.manifests.schema import LABELS, SPLITS, VIDEOS_SCHEMA
 
 
@@ -192,16 +195,9 @@ def write_entries(entries: Iterable[Entry], out: str | Path, dataset: str) -> In
     return summary
 
 
-_LISTED = ("label", "method", "compression", "split", "source_video_id", "target_video_id")
-
-
 def _update_existing(out: Path, vid: str, e: Entry, ids: dict[str, str]) -> str:
     """Bring an existing row in line with the listing; '' when nothing changed, else what did
     ("label unknown -> fake")."""
-    import pyarrow.parquet as pq
-
-    from dfpipe.manifests.parts import part_path, rows_to_table, write_part_atomic
-
     path = part_path(out, "videos", vid)
     rows = pq.read_table(path).to_pylist()
     if not rows or rows[0].get("status") == "error" and rows[0].get("error_code") == "duplicate":
@@ -222,11 +218,6 @@ def _update_existing(out: Path, vid: str, e: Entry, ids: dict[str, str]) -> str:
 
 def _relabel_faces(out: Path, vid: str, label: str, split: str | None) -> None:
     """Set the label and split of a video's extracted faces (their crops stay as they are)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dfpipe.manifests.parts import part_path, write_part_atomic
-
     path = part_path(out, "faces", vid)
     if not path.is_file():
         return
