@@ -10,41 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-
-def contact_sheet(dataset: str | Path, out_png: str | Path, per_video: int = 6, thumb: int = 128) -> Path:
-    """One row per video: `per_video` crops spread over its track(s)."""
-    import cv2
-    import pyarrow.compute as pc
-
-    from dfpipe.manifests.codec import decode_image
-    from dfpipe.manifests.parts import read_table
-    from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
-
-    faces = read_table(dataset, "faces", FACES_SCHEMA, columns=["video_id", "frame_index", "track_id", "image"])
-    videos = {r["video_id"]: r["path"] for r in read_table(dataset, "videos", VIDEOS_SCHEMA).to_pylist()}
-    rows = []
-    for vid in sorted(videos, key=videos.get):
-        sel = faces.filter(pc.equal(faces["video_id"], vid)).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
-        if sel.num_rows == 0:
-            continue
-        idx = np.linspace(0, sel.num_rows - 1, min(per_video, sel.num_rows)).round().astype(int)
-        thumbs = [cv2.resize(decode_image(sel["image"][int(i)].as_py()), (thumb, thumb)) for i in idx]
-        thumbs += [np.zeros((thumb, thumb, 3), np.uint8)] * (per_video - len(thumbs))
-        label = np.full((24, thumb * per_video, 3), 255, np.uint8)
-        cv2.putText(label, Path(videos[vid]).name, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        rows += [label, np.hstack(thumbs)]
-    sheet = np.vstack(rows) if rows else np.zeros((thumb, thumb, 3), np.uint8)
-    out_png = Path(out_png)
-    cv2.imwrite(str(out_png), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    return out_png
-
 
 def main(argv: list[str] | None = None) -> int:
     from dfpipe.cli.common import console, print_error, print_stage_summary
     from dfpipe.media.faceclips import make_demo_videos
     from dfpipe.pipeline.faces import ExtractConfig, extract
+    from dfpipe.pipeline.show import contact_sheet
     from dfpipe.runtime.weights import WeightsError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     print_stage_summary(summary)
     sheet = contact_sheet(args.out / "ds", args.out / "contact_sheet.png")
     console.print(f"[bold]3/3[/] contact sheet of the crops: {sheet}")
-    console.print(f"next: dfpipe info {args.out / 'ds'}   |   dfpipe validate {args.out / 'ds'}")
+    console.print(f"next: dfpipe info {args.out / 'ds'}   |   dfpipe show {args.out / 'ds'} --open")
     return 1 if summary.n_errors or summary.n_ok != len(clips) else 0
 
 

@@ -21,7 +21,7 @@ from dfpipe.cli.main import app
 
 #: parameters that only shape what the command prints or shows (a report written from the
 #: tables the stage wrote); the library function need not know them
-PRESENTATION = {"progress", "json_output", "verbose", "report"}
+PRESENTATION = {"progress", "json_output", "verbose", "report", "open_page"}
 
 COMMANDS = {command.name or command.callback.__name__: command.callback for command in app.registered_commands}
 
@@ -102,7 +102,7 @@ def test_command_calls_the_library_function_of_its_name(name: str) -> None:
 
 def test_every_command_is_checked() -> None:
     assert {"extract", "masks", "synthesize", "score-quality", "ingest", "train", "evaluate", "predict",
-            "train-harmonizer", "info", "validate"} <= set(COMMANDS)
+            "train-harmonizer", "info", "validate", "show"} <= set(COMMANDS)
 
 
 def test_train_refuses_a_model_that_is_no_detector(tmp_path) -> None:

@@ -23,6 +23,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "dfpipe.cli.extract",
     "dfpipe.cli.inspect",
+    "dfpipe.cli.show",
     "dfpipe.cli.ingest",
     "dfpipe.cli.masks",
     "dfpipe.cli.quality",
