@@ -375,11 +375,15 @@ def test_max_pixels_too_large(real_video, backend):
     assert next(iter_frames(real_video, Sampling(count=1), backend, max_pixels=1280 * 720)).index == 0
 
 
-def test_a_still_photo_is_not_a_video(faces_dir):
+def test_a_still_photo_is_one_frame_but_not_under_a_video_name(faces_dir, tmp_path):
     photo = sorted(faces_dir.glob("*.jpg"))[0]
+    info = probe(photo)
+    assert (info.kind, info.n_frames) == ("image", 1)
+    renamed = tmp_path / "photo.mp4"  # a JPEG named as a video: FFmpeg sees a still, which is no video
+    renamed.write_bytes(photo.read_bytes())
     with pytest.raises(DecodeError) as raised:
-        probe(photo)
-    assert raised.value.code == "not_video"
+        probe(renamed)
+    assert raised.value.code == "not_video" and "still image" in raised.value.message
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -192,7 +192,8 @@ def test_a_path_that_does_not_exist_or_a_folder_without_videos_is_refused_before
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "readme.txt").write_text("no videos here")
     result = runner.invoke(app, ["extract", str(empty), "--out", str(out), "--workers", "0", "--no-progress"])
-    assert result.exit_code == 2 and "holds no video file" in result.output and ".mp4" in result.output
+    assert result.exit_code == 2 and "holds no video or image file" in result.output
+    assert str(empty) in result.output and ".mp4" in result.output and ".jpg" in result.output
     assert not out.exists()
 
 

@@ -159,6 +159,15 @@ def test_an_unlabelled_dataset_is_refused_before_any_work(tmp_path, faces_dir, r
     assert result.exit_code == 2, result.output
     assert "labelled real" in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "cli").exists()
+    # the same videos relabelled fake by a re-ingest: a fake is never a source or target
+    from dfpipe.pipeline.ingest import ingest
+
+    listing = tmp_path / "listing.csv"
+    listing.write_text(listing.read_text().replace(",unknown", ",fake"))
+    ingest("list", listing, ds)
+    with pytest.raises(ValueError, match=r"no video is labelled real \(6 fake, 0 unlabelled\).*never a fake"):
+        synthesize(ds, tmp_path / "out", SynthConfig(pairs=2), workers=0, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_pairing_file_needs_a_pairs_file_and_bad_pairings_are_refused(tmp_path):

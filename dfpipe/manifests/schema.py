@@ -14,6 +14,13 @@ SCHEMA_VERSION = "1"
 #: pending = listed (by ingest) but not yet extracted
 VIDEO_STATUS = ("pending", "ok", "error")
 LABELS = ("real", "fake", "unknown")
+#: How a user gives labels, for every message that refuses or warns about unlabelled data.
+HOW_TO_LABEL = (
+    "give labels at ingest: put the files under ROOT/real/ and ROOT/fake/<method>/ and run "
+    "`dfpipe ingest folders ROOT --out DS`, or list them (columns path,label[,method,source,split]) and run "
+    "`dfpipe ingest list LISTING.csv --out DS`; public layouts: `dfpipe ingest ff++|dfdc|celebdf ROOT --out DS`; "
+    "then `dfpipe extract DS`"
+)
 SPLITS = ("train", "val", "test")
 
 #: Stable error codes a videos/ row may carry. Tests and users match on these.
@@ -52,6 +59,7 @@ VIDEOS_SCHEMA = pa.schema(
     [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
+        pa.field("kind", pa.string()),  # "video", or "image": a still read as one frame
         pa.field("label", pa.string()),
         pa.field("dataset", pa.string()),
         pa.field("method", pa.string()),

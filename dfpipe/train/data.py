@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.manifests.parts import list_parts, read_table
-from dfpipe.manifests.schema import VIDEOS_SCHEMA
+from dfpipe.manifests.schema import HOW_TO_LABEL, VIDEOS_SCHEMA
 from dfpipe.train.augment import AugmentConfig, augment
 from dfpipe.train.splits import (
     DEFAULT_FRACTIONS,
@@ -256,9 +256,7 @@ def _no_faces_message(index: FaceIndex, split: str | None) -> str:
     labelled = index.select(None)
     if labelled.empty:
         return (f"{index.root}: no labelled faces: none of its {len(index.table)} faces is labelled real or fake "
-                "(files extracted directly are 'unknown'). Label the videos with a listing: "
-                "`dfpipe ingest list LISTING.csv --out DS` (columns path,label[,method,source,split]; "
-                "label real or fake), then `dfpipe extract DS`")
+                f"(files extracted directly are 'unknown'); {HOW_TO_LABEL}")
     present = labelled["split"].value_counts()
     have = ", ".join(f"{name} ({n} faces)" for name, n in present.items())
     return f"{index.root}: no labelled faces in split {split!r}; the labelled faces are in: {have} (choose with --split)"

@@ -1,4 +1,4 @@
-"""What `extract` works on: video files, folders of them, or an ingested dataset directory,
+"""What `extract` works on: video or image files, folders of them, or an ingested dataset directory,
 expanded into one `VideoJob` per distinct video (content id), in a stable order."""
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from typing import Any, Iterator, Sequence
 from dfpipe.manifests.ids import video_content_id
 from dfpipe.manifests.parts import list_parts, read_table
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
+from dfpipe.pipeline.video.still import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts", ".ogv",
 }
+#: what a folder given to extract is searched for: videos and still images (one frame each)
+MEDIA_EXTENSIONS = frozenset(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS)
 
 
 @dataclass
@@ -49,10 +52,9 @@ def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[VideoJob], list[tup
         if is_dataset_dir(item):
             candidates = list(_dataset_jobs(item))
         elif item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+            files = media_files(item)
             if not files:
-                raise ValueError(f"{item} holds no video file (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}, "
-                                 "in subfolders too) and is not a dataset directory")
+                raise ValueError(no_media_message(item))
             candidates = [VideoJob(p, video_content_id(p)) for p in files]
         else:
             candidates = [VideoJob(item, video_content_id(item))]
@@ -64,6 +66,18 @@ def collect_jobs(inputs: Sequence[str | Path]) -> tuple[list[VideoJob], list[tup
             seen[job.video_id] = job.path
             jobs.append(job)
     return jobs, duplicates
+
+
+def media_files(folder: Path) -> list[Path]:
+    """The videos and images below `folder` (any depth), hidden files left out, sorted."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+
+
+def no_media_message(folder: Path) -> str:
+    return (f"{folder} holds no video or image file (looked for {', '.join(sorted(VIDEO_EXTENSIONS))} and "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too) and is not a dataset directory")
 
 
 def _dataset_jobs(root: Path) -> Iterator[VideoJob]:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from dfpipe.manifests.ids import path_id
 from dfpipe.manifests.parts import part_keys, part_path, read_table, rows_to_table, write_part_atomic
-from dfpipe.manifests.schema import VIDEOS_SCHEMA
+from dfpipe.manifests.schema import HOW_TO_LABEL, VIDEOS_SCHEMA
 from dfpipe.pipeline.faces.config import ExtractConfig
 from dfpipe.pipeline.faces.inputs import VideoJob, collect_jobs, is_dataset_dir, largest_first
 from dfpipe.pipeline.faces.video import error_row, extract_video_parts
@@ -143,7 +143,21 @@ def extract(
     any work if `out` was made with other parameters.
     """
     stage = _stage(videos, out, config or ExtractConfig())
-    return run_stage(stage, workers=workers, scheduler=scheduler, progress=progress)
+    summary = run_stage(stage, workers=workers, scheduler=scheduler, progress=progress)
+    note = unlabelled_note(stage.jobs)
+    if note:
+        summary.notes.append(note)
+    return summary
+
+
+def unlabelled_note(jobs: Sequence[VideoJob]) -> str | None:
+    """What to say when inputs came without labels: detectors, masks and synthesis need
+    them, and only ingest gives them."""
+    n = sum(1 for job in jobs if job.duplicate_of is None and job.prior.get("label") in (None, "unknown"))
+    if not n:
+        return None
+    return (f"{n} input(s) have no label (label=unknown); masks, synthesize, train and evaluate need real and fake: "
+            f"{HOW_TO_LABEL}")
 
 
 def extract_video(job: VideoJob, config: ExtractConfig, root: str | Path, on_worker: bool = False) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from dfpipe.pipeline.faces.config import ExtractConfig
 from dfpipe.pipeline.faces.inputs import VideoJob
 from dfpipe.pipeline.faces.rows import TrackTally, iter_video_faces
 from dfpipe.pipeline.video.decode import DecodeError, VideoInfo, probe
+from dfpipe.pipeline.video.still import is_image
 from dfpipe.runtime.files import atomic_write
 from dfpipe.runtime.progress import expect_steps
 from dfpipe.runtime.stage import ItemError
@@ -46,7 +47,7 @@ def video_row(job: VideoJob, root: Path, info: VideoInfo | None, **values: Any) 
     """The videos row of `job`: what ingest knew, what probing found, then `values`."""
     row = {k: job.prior.get(k) for k in _PRIOR_COLUMNS}
     row["label"] = row["label"] or "unknown"
-    row.update(video_id=job.video_id, path=relative_path(job.path, root))
+    row.update(video_id=job.video_id, path=relative_path(job.path, root), kind="image" if is_image(job.path) else "video")
     if info is not None:
         row.update(info_columns(info))
     row.update(values)
@@ -54,7 +55,7 @@ def video_row(job: VideoJob, root: Path, info: VideoInfo | None, **values: Any) 
 
 
 def info_columns(info: VideoInfo) -> dict[str, Any]:
-    return dict(width=info.width, height=info.height, rotation=info.rotation, fps=info.fps, n_frames=info.n_frames,
+    return dict(kind=info.kind, width=info.width, height=info.height, rotation=info.rotation, fps=info.fps, n_frames=info.n_frames,
                 duration=info.duration, codec=info.codec, has_audio=info.has_audio)
 
 

@@ -22,16 +22,6 @@ LABEL_DIRS = ("real", "fake")
 SPLIT_DIRS = ("train", "val", "test")
 
 
-def media_extensions() -> set[str]:
-    """What extract reads: video files, and still images where extract supports them."""
-    return set(inputs.VIDEO_EXTENSIONS) | set(getattr(inputs, "IMAGE_EXTENSIONS", ()))
-
-
-def _files(folder: Path) -> list[Path]:
-    exts = media_extensions()
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
-
-
 def _label_roots(root: Path) -> list[tuple[Path, str, str | None]]:
     """(folder, label, split) for every real/ and fake/ folder of the layout."""
     found = [(root / d, d, None) for d in LABEL_DIRS if (root / d).is_dir()]
@@ -62,12 +52,12 @@ def list_folders(root: str | Path) -> list[Entry]:
     root = require_dir(Path(root), "the folder holding real/ and fake/").resolve()
     entries: list[Entry] = []
     for folder, label, split in _label_roots(root):
-        for path in _files(folder):
+        for path in inputs.media_files(folder):
             rel = path.relative_to(folder)
             method = rel.parts[0] if label == "fake" and len(rel.parts) > 1 else None
             entries.append(Entry(path.relative_to(root).as_posix(), path, label, method=method, split=split))
     if not entries:
-        exts = ", ".join(sorted(media_extensions()))
+        exts = ", ".join(sorted(inputs.MEDIA_EXTENSIONS))
         raise IngestError(f"{root}: real/ and fake/ hold no video or image file (looked for {exts})")
     real_stems: dict[str, str] = {}
     for e in entries:

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from dfpipe.pipeline.video.probe import DecodeError, probe, upright
+from dfpipe.pipeline.video.still import read_image
 
 
 def frames_at(path: str | Path, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -24,6 +25,10 @@ def frames_at(path: str | Path, wanted: set[int]) -> Iterator[tuple[int, np.ndar
         return
     path = Path(path)
     info = probe(path)  # classified DecodeError for missing / non-video files
+    if info.kind == "image":
+        if 0 in wanted:
+            yield 0, read_image(path)
+        return
     last = max(wanted)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:

@@ -19,18 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dfpipe.manifests.parts import read_table
-from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
+from dfpipe.manifests.schema import FACES_SCHEMA, HOW_TO_LABEL, VIDEOS_SCHEMA
 
 if TYPE_CHECKING:
     from dfpipe.pipeline.synth.identities import Identities
 
 log = logging.getLogger(__name__)
 
-HOW_TO_LABEL = (
-    "label the videos at ingest: `dfpipe ingest list LISTING.csv --out DS` with a `label` column "
-    "(real / fake), or ingest a public dataset layout (`dfpipe ingest ff++|dfdc|celebdf ROOT --out DS`), "
-    "then `dfpipe extract DS`"
-)
 
 
 @dataclass(frozen=True)
@@ -48,15 +43,17 @@ class Pair:
 def real_videos(root: str | Path) -> dict[str, dict]:
     """videos rows of the dataset usable as targets/sources: extracted and labelled real.
 
-    Raises ValueError, saying how to label them, when extracted videos exist but none is
-    labelled real and some are unlabelled ("unknown", e.g. a folder extracted directly)."""
+    A fake is never a source or target. Raises ValueError, saying how to label videos, when
+    extracted videos exist but none is labelled real (all fakes, or "unknown": a folder
+    extracted directly)."""
     rows = [r for r in read_table(root, "videos", VIDEOS_SCHEMA).to_pylist() if r["status"] == "ok"]
     real = {r["video_id"]: r for r in rows if r.get("label") == "real"}
     unknown = sum(1 for r in rows if r.get("label") not in ("real", "fake"))
-    if not real and unknown:
+    if not real and rows:
+        n_fake = len(rows) - unknown
         raise ValueError(
-            f"{root}: no video is labelled real ({unknown} unlabelled): synthesize only uses faces of real "
-            f"videos; {HOW_TO_LABEL}"
+            f"{root}: no video is labelled real ({n_fake} fake, {unknown} unlabelled): synthesize only uses faces of "
+            f"real videos, never a fake's; {HOW_TO_LABEL}"
         )
     if unknown:
         log.warning("%s: %d unlabelled video(s) are not used as sources or targets", root, unknown)

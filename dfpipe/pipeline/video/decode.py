@@ -6,6 +6,9 @@ The contract (docs/architecture.md): `probe(path) -> VideoInfo` and
 stage can write an error row instead of a traceback. The parts live beside this module
 (`probe`, `sampling`, `pyav_backend`, `decord_backend`); callers import them from here.
 
+Still images (`video/still.py`) are one-frame inputs: `probe` gives `kind="image"` and
+`iter_frames` yields the picture as frame 0.
+
 Backends. `pyav` (required) and `decord` (optional extra) both wrap FFmpeg and give the
 same pixels. `auto` means PyAV, by benchmark (bench/decode.py, docs/benchmarks.md): decord
 ran at 0.77x PyAV's speed on the 720p FF++ clip and 0.35x on a 1080p clip decoding every
@@ -24,6 +27,7 @@ from dfpipe.pipeline.video.decord_backend import import_decord, iter_decord
 from dfpipe.pipeline.video.probe import DecodeError, Frame, VideoInfo, probe
 from dfpipe.pipeline.video.pyav_backend import iter_pyav
 from dfpipe.pipeline.video.sampling import Sampling
+from dfpipe.pipeline.video.still import iter_image
 
 Backend = Literal["pyav", "decord", "auto"]
 BACKENDS = ("pyav", "decord", "auto")
@@ -57,6 +61,8 @@ def iter_frames(
             f"{path}: frames are {info.width}x{info.height} = {info.width * info.height} pixels, "
             f"over max_pixels={max_pixels}",
         )
+    if info.kind == "image":
+        return iter_image(path, max_pixels)
     if backend == "decord":
         return iter_decord(path, info, sampling, max_pixels)
     return iter_pyav(path, info, sampling, max_pixels)

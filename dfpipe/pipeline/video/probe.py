@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dfpipe.manifests.schema import ERROR_CODES
+from dfpipe.pipeline.video.still import is_image, probe_image
 from dfpipe.runtime.stage import ItemError
 
 # Image formats FFmpeg opens as a one-frame "video": a still photo is not a video here.
@@ -60,6 +61,7 @@ class VideoInfo:
     codec: str
     has_audio: bool
     n_frames_exact: bool = True
+    kind: str = "video"  # or "image": a still read as one frame (video/still.py)
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,12 @@ def set_threads(stream) -> None:
         stream.thread_count = n
 
 
-def _check_path(path: Path) -> None:
+def check_path(path: Path) -> None:
+    """A missing path, a directory or an empty file, as a classified DecodeError."""
     if not path.exists():
         raise DecodeError("unreadable", f"{path}: no such file")
     if path.is_dir():
-        raise DecodeError("unreadable", f"{path}: is a directory, not a video file")
+        raise DecodeError("unreadable", f"{path}: is a directory, not a video or image file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(1)
@@ -118,7 +121,7 @@ def open_video(path: Path):
     """Open with PyAV; return (container, video stream) or raise a classified DecodeError."""
     import av
 
-    _check_path(path)
+    check_path(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError as exc:
@@ -189,6 +192,8 @@ def probe(path: str | Path) -> VideoInfo:
     import av
 
     path = Path(path)
+    if is_image(path):
+        return probe_image(path)
     container, stream = open_video(path)
     try:
         set_threads(stream)
