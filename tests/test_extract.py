@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,7 +148,15 @@ def bad_inputs(tmp_path_factory, clips) -> dict[str, Path]:
     (d / "zero.mp4").write_bytes(b"")
     (d / "notes.mp4").write_text("this is not a video\n" * 50)
     data = clips["astronaut"].read_bytes()
-    (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 3])  # index at the end: nothing to read
+    from dfpipe.pipeline.video.writing import run_ffmpeg
+
+    long_clip = render_clip(d / "long.tmp.mp4", n_frames=40, width=480, height=360, gop=10)
+    run_ffmpeg(["-i", long_clip, "-c", "copy", "-movflags", "+faststart", d / "faststart.tmp.mp4"])
+    data = (d / "faststart.tmp.mp4").read_bytes()
+    (d / "half_faststart.mp4").write_bytes(data[: len(data) * 3 // 5])  # index first, then ~half the frames
+    for tmp in d.glob("*.tmp.mp4"):
+        tmp.unlink()
     make_audio_only(d / "audio_only.m4a")
     render_clip(d / "one_frame.mp4", n_frames=1, width=480, height=360)
     import skimage.data
@@ -159,7 +168,8 @@ def bad_inputs(tmp_path_factory, clips) -> dict[str, Path]:
 
 
 def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
-    inputs = [bad_inputs[k] for k in ("zero", "notes", "truncated", "audio_only", "one_frame", "no_face", "large")]
+    inputs = [bad_inputs[k] for k in ("zero", "notes", "truncated", "half_faststart", "audio_only", "one_frame",
+                                      "no_face", "large")]
     out = tmp_path / "bad"
     config = ExtractConfig(every=1, size=96, max_pixels=800 * 600)
     result = runner.invoke(app, ["extract", *map(str, inputs), "--out", str(out), "--every", "1", "--size", "96",
@@ -175,6 +185,13 @@ def test_bad_inputs_get_error_rows_and_the_run_goes_on(bad_inputs, tmp_path):
     assert rows["one_frame.mp4"]["status"] == "ok" and rows["one_frame.mp4"]["n_faces"] == 1
     assert rows["no_face.mp4"]["status"] == "ok" and rows["no_face.mp4"]["n_faces"] == 0  # a result, not an error
     assert "truncated" in result.output and "failed" in result.output
+    # a file cut short with its index first keeps the frames before the cut, and says so
+    half = rows["half_faststart.mp4"]
+    assert half["status"] == "ok" and half["error_code"] is None, (half["error_code"], half["error"])
+    assert 0 < half["n_sampled"] < half["n_frames"] and half["n_faces"] == half["n_sampled"]
+    meta = {Path(r["path"]).name: json.loads(r["meta"] or "{}") for r in read_table(out, "videos", VIDEOS_SCHEMA).to_pylist()}
+    assert re.search(r"cut short|stopped at frame", meta["half_faststart.mp4"]["truncated"])
+    assert f"truncated, {half['n_sampled']} sampled frame(s) kept" in " ".join(result.output.split())
     assert validate(out).ok
     assert "Errno" not in rows["notes.mp4"]["error"]  # FFmpeg's words, not its error number
     # the same run again is resumed: nothing redone, same exit status

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from test_train_helpers import extract_pair, write_clip_dataset
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
+from dfpipe.pipeline.video.writing import run_ffmpeg
 from dfpipe.runtime.checkpoint import load_checkpoint
 from dfpipe.train.data import load_index
 from dfpipe.train.evaluate import evaluate
@@ -137,8 +139,14 @@ def test_evaluate_and_predict_end_to_end(clip_ds, tmp_path, fake_video, real_vid
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
-    out = predict(ckpt, [fake_video, bad], every=60, faces=True, output=tmp_path / "pred.json")
-    ok, err = out["videos"]
+    run_ffmpeg(["-i", fake_video, "-c", "copy", "-movflags", "+faststart", tmp_path / "faststart.mp4"])
+    data = (tmp_path / "faststart.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # index first, half the frames: scored on what it has
+    out = predict(ckpt, [fake_video, bad, cut], every=60, faces=True, output=tmp_path / "pred.json")
+    ok, err, half = out["videos"]
+    assert half["status"] == "ok" and re.search(r"cut short|stopped at frame", half["truncated"]) and ok["truncated"] is None
+    assert 0 < half["n_sampled"] < ok["n_sampled"] and half["prob"] is not None
     assert ok["status"] == "ok" and ok["n_faces"] >= 4 and 0 <= ok["prob"] <= 1
     assert ok["label"] in ("real", "fake") and len(ok["tracks"]) >= 1
     assert sum(t["n_faces"] for t in ok["tracks"]) == ok["n_faces"] == len(ok["faces"])

@@ -209,6 +209,8 @@ def print_predictions(result: dict) -> None:
     table.add_column("status")
     for r in result["videos"]:
         status = r["status"] if r["status"] == "ok" else f"{r['error_code']}: {r['error']}"
+        if r.get("truncated"):
+            status += f" (truncated: {r['truncated']})"
         table.add_row(Name(r["path"]), str(r["n_faces"]), str(len(r["tracks"])), _fmt(r["prob"]), r["label"] or "-", status)
     print_table(table, console)
 

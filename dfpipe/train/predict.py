@@ -92,6 +92,7 @@ def predict(
                 "error_code": video_row.get("error_code"),
                 "error": video_row.get("error"),
                 "n_sampled": video_row.get("n_sampled"),
+                "truncated": json.loads(video_row.get("meta") or "{}").get("truncated"),  # cut short: scored what it has
                 "n_faces": len(face_rows),
                 "prob": None,
                 "label": None,

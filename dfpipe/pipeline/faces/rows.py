@@ -25,7 +25,7 @@ from dfpipe.pipeline.faces.config import ExtractConfig
 from dfpipe.pipeline.faces.shots import CutDetector
 from dfpipe.pipeline.faces.threads import chain_end, encoded_rows, prefetch, torch_beside_pipeline
 from dfpipe.pipeline.faces.tracks import TrackedFrame, Tracker, select_tracks
-from dfpipe.pipeline.video.decode import iter_frames
+from dfpipe.pipeline.video.decode import DecodeError, Frame, iter_frames
 from dfpipe.runtime.progress import step
 from dfpipe.runtime.stage import ItemError
 
@@ -139,6 +139,21 @@ def iter_video_faces(
         yield from encoded_rows(rows, encode, 1, 4 * config.batch_size)
 
 
+def frames_kept_if_cut(frames: Iterator[Frame], stats: dict, path: Path) -> Iterator[Frame]:
+    """The frames of a video cut short, then a clean end: a truncated file keeps the frames
+    it has (their faces are as good as any), and `stats["truncated"]` says where it stopped.
+    A file that yields no frame at all, or fails with corrupt data, still raises."""
+    n = 0
+    try:
+        for frame in frames:
+            n += 1
+            yield frame
+    except DecodeError as exc:
+        if exc.code != "truncated" or n == 0:
+            raise
+        stats["truncated"] = exc.message.removeprefix(f"{path}: ")  # the row already names the file
+
+
 def _raw_face_rows(
     path: Path, video_id: str, config: ExtractConfig, prior: dict, source_faces: pa.Table | None, stats: dict,
     decode_ahead: bool,
@@ -147,7 +162,8 @@ def _raw_face_rows(
     stats["n_sampled"] = 0
     stats["n_shots"] = 1
     dropped = stats.setdefault("dropped", {"small": 0, "low_score": 0})
-    frames = iter_frames(path, config.sampling(), backend=config.backend, max_pixels=config.max_pixels)
+    frames = frames_kept_if_cut(iter_frames(path, config.sampling(), backend=config.backend,
+                                            max_pixels=config.max_pixels), stats, path)
     mesher = None
     if config.mesh != "none":
         try:

@@ -109,8 +109,10 @@ def _outcome(row: dict[str, Any]) -> Outcome:
     ok = row["status"] == "ok"
     counts = {"sampled frames": row["n_sampled"] or 0, "faces": row["n_faces"] or 0, "tracks": row["n_tracks"] or 0,
               "videos without faces": int(ok and not row["n_faces"])}
-    dropped = json.loads(row["meta"] or "{}").get("dropped", {}) if ok else {}
-    return Outcome(row["video_id"], row["status"], row["path"], row["error_code"], row["error"], counts, dropped)
+    meta = json.loads(row["meta"] or "{}") if ok else {}
+    note = f"truncated, {row['n_sampled']} sampled frame(s) kept: {meta['truncated']}" if meta.get("truncated") else None
+    return Outcome(row["video_id"], row["status"], row["path"], row["error_code"], row["error"], counts,
+                   meta.get("dropped", {}), note)
 
 
 def _stage(videos: Sequence[str | Path], out: str | Path | None, config: ExtractConfig) -> ExtractStage:

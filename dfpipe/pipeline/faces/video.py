@@ -112,6 +112,8 @@ def _run_video(
     if job.prior.get("_pair_note"):
         meta["pair"] = job.prior["_pair_note"]
     meta["shots"] = stats["n_shots"]
+    if stats.get("truncated"):  # cut short: the frames before the cut are kept
+        meta["truncated"] = stats["truncated"]
     dropped = {k: v for k, v in stats.get("dropped", {}).items() if v}
     if dropped:
         meta["dropped"] = dropped
