@@ -18,13 +18,35 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFPIPE_SHARED", REPO.parent / "shared"))
 
 
-def _need(path: Path) -> Path:
-    if path.exists():
-        return path
-    msg = f"{path} is absent (../shared beside the clone holds the real test data)"
+def _absent(msg: str):
     if os.environ.get("DFPIPE_REQUIRE_SHARED") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def _need(path: Path) -> Path:
+    if path.exists():
+        return path
+    _absent(f"{path} is absent (../shared beside the clone holds the real test data)")
+
+
+def need_weights(key: str) -> Path:
+    """A weights file found the way dfpipe finds it ($DFPIPE_WEIGHTS_DIR, then the cache),
+    never downloaded: tests that need only weights run wherever the weights are, with or
+    without ../shared."""
+    from dfpipe.runtime.weights import WeightsError, resolve_weights
+
+    offline = os.environ.get("DFPIPE_OFFLINE")
+    os.environ["DFPIPE_OFFLINE"] = "1"
+    try:
+        return resolve_weights(key)
+    except WeightsError as exc:
+        _absent(f"weights {key!r} not found offline: {str(exc).splitlines()[0]}")
+    finally:
+        if offline is None:
+            del os.environ["DFPIPE_OFFLINE"]
+        else:
+            os.environ["DFPIPE_OFFLINE"] = offline
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +74,25 @@ def fake_video(videos_dir) -> Path:
     return videos_dir / "ffpp_fake_NeuralTextures_004_982.mp4"
 
 
+@pytest.fixture(scope="session")
+def public_video(tmp_path_factory) -> Path:
+    """A real-face clip made here from public-domain photos (scikit-image's astronaut and
+    matplotlib's Grace Hopper, the camera panning and zooming): 100 frames, 640 x 360, 25 fps,
+    H.264 with B-frames. Decoding tests run on it everywhere, and on the shared FF++ clip too
+    where ../shared is present."""
+    from dfpipe.media.faceclips import render_clip
+
+    return render_clip(tmp_path_factory.mktemp("public") / "public.mp4", n_frames=100, width=640, height=360,
+                       faces=("astronaut", "grace_hopper"), pan=0.4)
+
+
+@pytest.fixture(scope="session", params=["ffpp", "public"])
+def any_video(request) -> Path:
+    """Each real-face test video in turn: the shared FF++ c23 clip (skips without ../shared)
+    and `public_video`. Tests on it must hold for any well-formed video."""
+    return request.getfixturevalue("real_video" if request.param == "ffpp" else "public_video")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _weights_dir():
     """Point the weights cache at ../shared/weights and the canonical face model beside it
@@ -62,8 +103,13 @@ def _weights_dir():
 
 
 @pytest.fixture(scope="session")
-def retinaface_weights(shared_dir) -> Path:
-    return _need(shared_dir / "weights" / "retinaface" / "mobilenet0.25_Final.pth")
+def retinaface_weights() -> Path:
+    return need_weights("retinaface_mobilenet0.25")
+
+
+@pytest.fixture(scope="session")
+def facemesh_weights() -> Path:
+    return need_weights("facemesh")
 
 
 @pytest.fixture(scope="session")
@@ -74,22 +120,34 @@ def detector(retinaface_weights):
     return load_detector()
 
 
-@pytest.fixture(scope="session")
-def photo(faces_dir):
-    """`photo(name)`: a shared photo as RGB uint8 (read once), or `"astronaut"` for
-    scikit-image's public-domain portrait."""
+def read_face(name: str):
+    """A face photo as RGB uint8: `"astronaut"` (scikit-image) and `"grace_hopper"`
+    (matplotlib) are public domain and ship in packages; any other name is a shared photo
+    (skips on a clone without ../shared)."""
+    if name == "astronaut":
+        import skimage.data
+
+        return skimage.data.astronaut()
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        import numpy as np
+        from PIL import Image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+            return np.asarray(Image.open(fh).convert("RGB"))
     from dfpipe.manifests.codec import read_image_file
 
+    return read_image_file(str(_need(SHARED / "data" / "faces" / name)))
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """`photo(name)`: `read_face(name)`, read once."""
     cache: dict = {}
 
     def load(name: str):
         if name not in cache:
-            if name == "astronaut":
-                import skimage.data
-
-                cache[name] = skimage.data.astronaut()
-            else:
-                cache[name] = read_image_file(str(faces_dir / name))
+            cache[name] = read_face(name)
         return cache[name]
 
     return load

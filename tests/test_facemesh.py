@@ -42,11 +42,8 @@ def square_crop(image: np.ndarray, box: np.ndarray, scale: float = 1.5, size: in
 
 
 @pytest.fixture(scope="module")
-def weights_path(shared_dir):
-    path = shared_dir / "weights" / "facemesh" / "face_landmark.tflite"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
+def weights_path(facemesh_weights):
+    return facemesh_weights
 
 
 @pytest.fixture(scope="module")

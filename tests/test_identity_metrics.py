@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import need_weights
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
@@ -35,7 +36,9 @@ FACE_METRICS = ("mask_ssim", "ewarp", "identity", "pose", "expression", "seam")
 
 
 @pytest.fixture(scope="module")
-def descriptor(shared_dir) -> FaceDescriptor:
+def descriptor() -> FaceDescriptor:
+    need_weights("dlib_face_recognition")
+    need_weights("dlib_shape_predictor_5")
     return FaceDescriptor()
 
 

@@ -1,12 +1,13 @@
 """Face Mesh on real frames and head pose from it: the crop matrix, points landing on
 RetinaFace's 5 points, roll under a known image rotation, mirror symmetry of the pose, a
-frontal face, and the canonical .obj (read in place from ../shared)."""
+frontal face, and the canonical .obj (found through $DFPIPE_WEIGHTS_DIR)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+from conftest import need_weights
 
 from dfpipe.pipeline.faces.detect import FaceDetector
 from dfpipe.pipeline.faces.mesh import (
@@ -35,15 +36,9 @@ PHOTOS = [
 ]
 
 
-def _need(path):
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared beside the clone holds the real test data)")
-    return path
-
-
 @pytest.fixture(scope="module")
-def canonical_path(shared_dir):
-    return _need(shared_dir / "data" / "facemesh" / "canonical_face_model.obj")
+def canonical_path():
+    return need_weights("facemesh_canonical")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +47,7 @@ def canonical(canonical_path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def mesher(shared_dir) -> FaceMesher:
-    _need(shared_dir / "weights" / "facemesh" / "face_landmark.tflite")
+def mesher(facemesh_weights) -> FaceMesher:
     return FaceMesher()
 
 

@@ -9,42 +9,23 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from conftest import SHARED, _need
+from conftest import need_weights, read_face
 
 from dfpipe.pipeline.faces.align import align_matrix, transform_points, warp_crop
-
-SHARED_FACES = SHARED / "data" / "faces"
-
-
-def _image(name: str) -> np.ndarray:
-    if name == "astronaut":
-        import skimage.data
-
-        return skimage.data.astronaut()
-    if name == "grace_hopper":
-        import matplotlib.cbook
-        from PIL import Image
-
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-            return np.asarray(Image.open(fh).convert("RGB"))
-    from dfpipe.manifests.codec import read_image_file
-
-    return read_image_file(str(_need(SHARED_FACES / name)))
 
 
 @lru_cache(maxsize=None)
 def _detector():
     from dfpipe.pipeline.faces.detect import FaceDetector
 
-    # skips on a user's clone without ../shared, fails in CI (conftest's rule)
-    weights = _need(SHARED / "weights" / "retinaface" / "mobilenet0.25_Final.pth")
-    return FaceDetector(weights=weights)
+    # skips where the weights are absent, fails in CI (conftest's rule)
+    return FaceDetector(weights=need_weights("retinaface_mobilenet0.25"))
 
 
 @lru_cache(maxsize=None)
 def face(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(RGB image, 5 x 2 landmarks of its largest face)."""
-    image = _image(name)
+    image = read_face(name)
     det = _detector().detect([image])[0]
     assert len(det) > 0, f"no face found in {name}"
     areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
