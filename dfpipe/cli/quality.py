@@ -102,12 +102,25 @@ def print_quality_table(table) -> None:
         return rich_table
 
     print_in_parts(make, columns, console)
-    console.print("M-SSIM: Mask-SSIM of the masked images; M-SSIM in: mean SSIM inside the mask (higher = closer "
-                  "to the source). LPIPS, VGG MSE: lower = closer. Ewarp: lower = less flicker.")
-    if any(c in table.columns for c in ("id_to_source", "id_to_target", "pose_error", "expression_error", "seam")):
-        console.print("ID src / ID tgt: face-descriptor distance to the donor / the real target (< 0.6 = same person); "
-                      "ID ret: frames whose nearest real identity is the expected one; pose: degrees; expr: mesh "
-                      "distance after pose removal / eye distance; seam: boundary gradient over the real's (1 = invisible).")
+    computed = [m for m in metrics if table[m].notna().any()]
+    console.print("; ".join(LEGEND[m] for m in computed if m in LEGEND) + ".")
+
+
+#: What each row of the terminal table means; only the computed ones are printed.
+LEGEND = {
+    "mask_ssim": "M-SSIM: Mask-SSIM of the masked images (higher = closer to the source)",
+    "mask_ssim_inside": "M-SSIM in: mean SSIM inside the mask",
+    "ssim": "SSIM: whole crop",
+    "lpips": "LPIPS: lower = closer",
+    "vgg_mse": "VGG MSE: lower = closer",
+    "ewarp": "Ewarp: lower = less flicker",
+    "id_to_source": "ID src: face-descriptor distance to the donor (< 0.6 = same person)",
+    "id_to_target": "ID tgt: face-descriptor distance to the real target (< 0.6 = same person)",
+    "id_retrieval": "ID ret: frames whose nearest real identity is the expected one",
+    "pose_error": "pose: degrees from the target's head pose",
+    "expression_error": "expr: mesh distance after pose removal / eye distance",
+    "seam": "seam: boundary gradient over the real's (1 = invisible)",
+}
 
 
 def register(app: typer.Typer) -> None:
