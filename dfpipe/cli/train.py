@@ -113,6 +113,8 @@ def train(
         console.print("[yellow]no best.pt: the validation split is empty or has one class[/]")
     else:
         console.print(f"best.pt: epoch {best['epoch']}, val AUC {best['auc']:.4f}")
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}")
 
 
 def evaluate(

@@ -567,8 +567,12 @@ def train(
     this function and joins the process group from the environment.
     """
     tiny = tiny or model.endswith("_tiny")
+    notes = []
     if pretrained is None:
         pretrained = not (offline() or tiny)
+        if offline() and not tiny:
+            notes.append("offline (DFPIPE_OFFLINE / HF_HUB_OFFLINE): the backbone starts from random weights, not "
+                         "ImageNet; with timm's weights in the Hugging Face cache, --pretrained uses them")
     cfg = TrainConfig(
         dataset_dir=str(dataset_dir), model=model, out=str(out), epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, accum=accum,
@@ -594,5 +598,8 @@ def train(
         ddp.spawn(_run_process, gpus, cfg_dict=cfg_dict, resume=resume, result_path=str(result))
         summary = json.loads(result.read_text())
         result.unlink()
-        return summary
-    return _run_process(cfg_dict, resume)
+    else:
+        summary = _run_process(cfg_dict, resume)
+    if summary is not None:
+        summary["notes"] = notes
+    return summary
