@@ -1,17 +1,18 @@
 """The progress bar moves per frame on long items: the items report steps
 (`runtime.progress.step`), the serial path forwards them to a second row of the bar as they
-happen, the Dask path when each item ends; either way the row ends at the frames done. On a
-real clip for extract and synthesize."""
+happen, the Dask path through worker events while the item runs; either way the row ends at
+the frames done. On a real clip for extract and synthesize."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from rich.progress import Progress
 
 import dfpipe.runtime.parallel as parallel
-from dfpipe.runtime.parallel import Task, run_tasks
+from dfpipe.runtime.parallel import Task, dask_client, run_tasks
 from dfpipe.runtime.progress import expect_steps, step
 
 N_FRAMES = 24
@@ -57,6 +58,27 @@ def test_the_serial_path_counts_steps_as_they_happen_and_settles_the_total(bar):
     frames = bar.row("frames")
     assert (frames.completed, frames.total) == (7, 7)
     assert bar.history["frames"] == [0, 1, 2, 3, 4, 5, 6, 7]  # one move per frame
+
+
+def _slow_frames(n: int, seconds: float) -> int:
+    expect_steps(n)
+    for _ in range(n):
+        time.sleep(seconds)
+        step()
+    return n
+
+
+def test_the_dask_path_moves_while_an_item_runs_and_settles_the_total(bar):
+    """Two 3-second items on two workers: the row moves while they run (worker events,
+    at most twice a second per item), not only when each ends, and ends at the steps done."""
+    with dask_client(2) as client:
+        tasks = [Task("a", _slow_frames, (12, 0.25)), Task("b", _slow_frames, (10, 0.3))]
+        assert run_tasks(tasks, client, description="demo", steps="frames") == {"a": 12, "b": 10}
+    frames = bar.row("frames")
+    assert (frames.completed, frames.total) == (22, 22)
+    moves = bar.history["frames"]
+    assert len(moves) >= 6 and moves == sorted(moves)  # many moves, never backwards
+    assert any(0 < m < 10 for m in moves)  # shown before either item was done
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from dfpipe.runtime.progress import StepsRow, item_steps, progress_bar
+from dfpipe.runtime.progress import LiveSteps, StepEvents, StepsRow, item_steps, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,8 @@ def run_tasks(
     function's bug: per-item functions turn bad input into error rows themselves.
 
     `steps` names the sub-steps the items report (`progress.step`, e.g. "frames"): a second
-    row of the bar counts them, as they happen on the serial path, as each item ends on
-    Dask."""
+    row of the bar counts them as they happen, on the serial path and on Dask (worker
+    events, at most twice a second per item)."""
     results: dict[str, Any] = {}
     with progress_bar(progress) as bar:
         tid = bar.add_task(description, total=len(tasks))
@@ -205,21 +206,30 @@ def run_tasks(
             return results
         from distributed import as_completed
 
-        futures: dict[str, Any] = {}
-        for task in _dependency_order(tasks):
-            deps = [futures[k] for k in task.after if k in futures]
-            futures[task.key] = client.submit(
-                _call_after, task.fn, task.args, deps, key=f"{task.fn.__name__}-{task.key}", pure=False
-            )
-        by_future = {f.key: k for k, f in futures.items()}
-        for fut in as_completed(list(futures.values())):
-            key = by_future[fut.key]
-            results[key], n_steps = fut.result()
-            if row and n_steps:
-                row.change(n_steps, n_steps)
-            if on_result:
-                on_result(key, results[key])
-            bar.advance(tid)
+        topic = f"dfpipe-steps-{uuid.uuid4().hex}" if row else None  # this run's own: a shared cluster runs others
+        live = LiveSteps(row) if row else None
+        if topic:
+            client.subscribe_topic(topic, live.on_event)
+        try:
+            futures: dict[str, Any] = {}
+            for task in _dependency_order(tasks):
+                deps = [futures[k] for k in task.after if k in futures]
+                futures[task.key] = client.submit(
+                    _call_after, task.fn, task.args, deps, topic, task.key, key=f"{task.fn.__name__}-{task.key}",
+                    pure=False,
+                )
+            by_future = {f.key: k for k, f in futures.items()}
+            for fut in as_completed(list(futures.values())):
+                key = by_future[fut.key]
+                results[key], n_steps = fut.result()
+                if live:
+                    live.finish(key, n_steps)
+                if on_result:
+                    on_result(key, results[key])
+                bar.advance(tid)
+        finally:
+            if topic:
+                client.unsubscribe_topic(topic)
     return results
 
 
@@ -236,10 +246,12 @@ def run_on_each_worker(client: Any | None, fn: Callable[..., Any], *args: Any) -
     client.gather(futures)
 
 
-def _call_after(fn: Callable[..., Any], args: tuple, _deps: list) -> tuple[Any, int]:
+def _call_after(fn: Callable[..., Any], args: tuple, _deps: list, topic: str | None = None,
+                key: str = "") -> tuple[Any, int]:
     """Dask resolves `_deps` (upstream futures) before calling: that is the ordering.
-    Returns the result and the steps the item reported, for the client's bar."""
-    with item_steps() as counted:
+    Steps go to the client's bar as events on `topic` while the item runs; the result comes
+    back with the steps the item reported, to settle the bar."""
+    with item_steps(StepEvents(topic, key) if topic else None) as counted:
         result = fn(*args)
     return result, counted.done
 

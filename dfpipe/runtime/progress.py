@@ -4,12 +4,16 @@ sub-steps (frames) a long work item reports while it runs.
 An item that takes a minute (a fake, a long video) reports its steps through
 `expect_steps` / `step`, wherever in its code the frames are; the stage runner decides where
 they go (`item_steps`): on the serial path to a second row of the bar, as they happen; on a
-Dask worker into a count handed back with the item's result. Outside a run both do nothing.
+Dask worker as events sent to the client at most twice a second (`StepEvents`, read by
+`LiveSteps`), settled by the count handed back with the item's result. Outside a run both do
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from typing import Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -96,3 +100,59 @@ class StepsRow:
         estimate was off), so the total stays the steps of the items done plus ahead."""
         if item.expected != item.done:
             self.change(item.done - item.expected, 0)
+
+
+class StepEvents:
+    """On a Dask worker: an item's step changes, sent to the client as worker events on
+    `topic` at most every `interval` seconds (the item's result carries the final count, so
+    changes still pending when it ends are not lost)."""
+
+    def __init__(self, topic: str, key: str, interval: float = 0.5) -> None:
+        self.topic, self.key, self.interval = topic, key, interval
+        self.expected = self.done = 0
+        self.last = time.monotonic()
+
+    def __call__(self, expected: int, done: int) -> None:
+        self.expected += expected
+        self.done += done
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        try:
+            from distributed import get_worker
+
+            get_worker().log_event(self.topic, [self.key, self.expected, self.done])
+        except ValueError:  # not on a worker (a task run in the client's process)
+            return
+        self.expected = self.done = 0
+
+
+class LiveSteps:
+    """On the client: moves the bar's steps row as `StepEvents` arrive (on the client's
+    event-loop thread), then settles each item to the count its result carries; events
+    that arrive after the result are dropped."""
+
+    def __init__(self, row: StepsRow) -> None:
+        self.row = row
+        self.applied: dict[str, list[int]] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
+
+    def on_event(self, event: tuple) -> None:
+        key, expected, done = event[1]
+        with self.lock:
+            if key in self.finished:
+                return
+            applied = self.applied.setdefault(key, [0, 0])
+            applied[0] += expected
+            applied[1] += done
+            self.row.change(expected, done)
+
+    def finish(self, key: str, done: int) -> None:
+        """The item ended with `done` steps: what was shown for it becomes exactly that."""
+        with self.lock:
+            self.finished.add(key)
+            expected, shown = self.applied.pop(key, (0, 0))
+            if done or expected or shown:
+                self.row.change(done - expected, done - shown)
