@@ -1,7 +1,10 @@
 """Decoding real videos: sampling, true indices, rotation, bounded memory, error codes.
 
 References are independent of the code under test: the FF++ clip's known geometry, and
-the ffmpeg binary's own decode (which applies rotation metadata itself).
+the ffmpeg binary's own decode (which applies rotation metadata itself). Tests of what any
+well-formed video must do run on `any_video` (the shared FF++ clip, and a public-domain clip
+made here), with expected values from its probed frame count, rate and size, so they run on
+a clone without ../shared too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dfpipe.pipeline.video.writing import ffmpeg_exe, make_audio_only, run_ffmpe
 from dfpipe.runtime.stage import ItemError
 
 BACKENDS = ["pyav", "decord"]
-FFPP_FRAMES, FFPP_FPS = 309, 25.0
+FFPP_FRAMES, FFPP_FPS = 309, 25.0  # the shared FF++ clip's, for test_probe_ffpp_video
 
 
 def ffmpeg_frame(path, index: int) -> np.ndarray:
@@ -42,6 +45,18 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
     return tmp_path_factory.mktemp("decode_media")
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpg(media):
+    """scikit-image's public-domain astronaut written as a JPEG (with OpenCV)."""
+    import cv2
+    import skimage.data
+
+    path = media / "astronaut.jpg"
+    if not path.exists():
+        assert cv2.imwrite(str(path), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -74,68 +89,78 @@ def test_sampling_rejects_bad_values(kwargs):
         Sampling(**kwargs)
 
 
-def _expected_indices(sampling: Sampling) -> list[int]:
+def _expected_indices(sampling: Sampling, n_frames: int, fps: float) -> list[int]:
+    """The true indices `sampling` keeps from `n_frames` frames at a constant `fps`."""
     if sampling.every is not None:
-        return list(range(0, FFPP_FRAMES, sampling.every))
+        return list(range(0, n_frames, sampling.every))
     if sampling.count is not None:
-        return sorted({round(x) for x in np.linspace(0, FFPP_FRAMES - 1, min(sampling.count, FFPP_FRAMES))})
+        return sorted({round(x) for x in np.linspace(0, n_frames - 1, min(sampling.count, n_frames))})
     if sampling.fps is not None:  # 25 fps -> 5 fps keeps every 5th frame
-        return list(range(0, FFPP_FRAMES, round(FFPP_FPS / sampling.fps)))
-    return list(range(FFPP_FRAMES))
+        step = fps / sampling.fps
+        assert step == round(step), "the expected indices below hold for a rate that divides the video's"
+        return list(range(0, n_frames, round(step)))
+    return list(range(n_frames))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "sampling", [Sampling(), Sampling(every=10), Sampling(count=7), Sampling(fps=5.0)], ids=lambda s: s.describe()
 )
-def test_sampling_gives_true_indices_and_timestamps(real_video, backend, sampling):
-    frames = [(f.index, f.timestamp, f.image.shape, f.image.dtype) for f in iter_frames(real_video, sampling, backend)]
+def test_sampling_gives_true_indices_and_timestamps(any_video, backend, sampling):
+    info = probe(any_video)
+    assert info.n_frames_exact and info.n_frames > 10
+    frames = [(f.index, f.timestamp, f.image.shape, f.image.dtype) for f in iter_frames(any_video, sampling, backend)]
     indices = [f[0] for f in frames]
-    assert indices == _expected_indices(sampling)
-    assert [f[1] for f in frames] == pytest.approx([i / FFPP_FPS for i in indices], abs=1e-3)
-    assert all(shape == (720, 1280, 3) and dtype == np.uint8 for _, _, shape, dtype in frames)
+    assert indices == _expected_indices(sampling, info.n_frames, info.fps)
+    assert [f[1] for f in frames] == pytest.approx([i / info.fps for i in indices], abs=1e-3)
+    assert all(shape == (info.height, info.width, 3) and dtype == np.uint8 for _, _, shape, dtype in frames)
 
 
-def test_sampled_frame_is_the_true_frame(real_video):
-    """Frame 154 from count sampling equals ffmpeg's own frame 154, not a neighbour."""
-    frame = [f for f in iter_frames(real_video, Sampling(count=3), "pyav")][1]
-    assert frame.index == 154
-    reference = ffmpeg_frame(real_video, 154)
+def test_sampled_frame_is_the_true_frame(any_video):
+    """The middle frame from count=3 sampling (154 of the FF++ clip's 309) equals ffmpeg's own
+    frame of that index, not a neighbour 6 frames on."""
+    n = probe(any_video).n_frames
+    middle = int(round((n - 1) / 2))
+    frame = [f for f in iter_frames(any_video, Sampling(count=3), "pyav")][1]
+    assert frame.index == middle
+    reference = ffmpeg_frame(any_video, middle)
     assert mean_abs_diff(frame.image, reference) < 1.5
-    neighbour = ffmpeg_frame(real_video, 160)
+    neighbour = ffmpeg_frame(any_video, middle + 6)
     assert mean_abs_diff(frame.image, neighbour) > mean_abs_diff(frame.image, reference) + 0.5
 
 
-def test_backends_agree_on_pixels(real_video):
-    pyav = list(iter_frames(real_video, Sampling(count=5), "pyav"))
-    decord = list(iter_frames(real_video, Sampling(count=5), "decord"))
+def test_backends_agree_on_pixels(any_video):
+    pyav = list(iter_frames(any_video, Sampling(count=5), "pyav"))
+    decord = list(iter_frames(any_video, Sampling(count=5), "decord"))
     assert [f.index for f in pyav] == [f.index for f in decord]
     for a, b in zip(pyav, decord):
         assert mean_abs_diff(a.image, b.image) < 1.0
         assert np.percentile(np.abs(a.image.astype(np.int16) - b.image), 99) <= 4
 
 
-def test_fps_sampling_at_a_rate_that_does_not_divide(real_video):
+def test_fps_sampling_at_a_rate_that_does_not_divide(any_video):
     """10 fps from 25 fps: for each 0.1 s step, the first frame at most half a frame early."""
-    indices = [f.index for f in iter_frames(real_video, Sampling(fps=10.0), "pyav")]
-    step = FFPP_FPS / 10.0
-    expected = [math.ceil(k * step - 0.5) for k in range(int((FFPP_FRAMES - 0.5) / step) + 1)]
-    assert indices == [i for i in expected if i < FFPP_FRAMES]
+    info = probe(any_video)
+    assert info.fps == 25.0  # both test videos; 10 fps does not divide it
+    indices = [f.index for f in iter_frames(any_video, Sampling(fps=10.0), "pyav")]
+    step = info.fps / 10.0
+    expected = [math.ceil(k * step - 0.5) for k in range(int((info.n_frames - 0.5) / step) + 1)]
+    assert indices == [i for i in expected if i < info.n_frames]
     assert indices[:7] == [0, 2, 5, 7, 10, 12, 15]
     gaps = np.diff(indices)
     assert set(gaps) == {2, 3}
 
 
-def test_missing_decord_is_a_clear_import_error(real_video, monkeypatch):
+def test_missing_decord_is_a_clear_import_error(any_video, monkeypatch):
     monkeypatch.setitem(sys.modules, "decord", None)  # what an install without decord sees
     with pytest.raises(ImportError, match="pip install"):
-        iter_frames(real_video, backend="decord")
-    assert next(iter_frames(real_video, Sampling(count=1), "auto")).index == 0
+        iter_frames(any_video, backend="decord")
+    assert next(iter_frames(any_video, Sampling(count=1), "auto")).index == 0
 
 
-def test_unknown_backend_is_a_value_error(real_video):
+def test_unknown_backend_is_a_value_error(any_video):
     with pytest.raises(ValueError, match="backend"):
-        iter_frames(real_video, backend="opencv")
+        iter_frames(any_video, backend="opencv")
 
 
 @pytest.fixture(scope="session")
@@ -162,15 +187,15 @@ def test_seeking_over_gaps_gives_the_frames_decoding_through_does(short_gop_clip
 
 
 @pytest.fixture(scope="session")
-def hevc_clip(media, real_video):
-    """The FF++ clip as HEVC with B-frames."""
-    out = media / "ffpp_hevc.mp4"
-    run_ffmpeg(["-y", "-loglevel", "error", "-i", str(real_video), "-vf", "scale=640:360", "-c:v", "libx265",
+def hevc_clip(media, public_video):
+    """The public-domain clip as HEVC with B-frames (no ../shared needed)."""
+    out = media / "public_hevc.mp4"
+    run_ffmpeg(["-y", "-loglevel", "error", "-i", str(public_video), "-vf", "scale=640:360", "-c:v", "libx265",
                 "-crf", "28", "-x265-params", "log-level=error:bframes=4", str(out)])
     return out
 
 
-@pytest.mark.parametrize("clip", ["real_video", "hevc_clip"])
+@pytest.mark.parametrize("clip", ["real_video", "public_video", "hevc_clip"])
 @pytest.mark.parametrize("sampling", [Sampling(every=5), Sampling(count=40), Sampling(fps=10.0)], ids=str)
 def test_dropping_unsampled_nonref_frames_gives_the_frames_decoding_through_does(clip, sampling, request, monkeypatch, caplog):
     """H.264 / HEVC frames that no other frame references are dropped undecoded unless
@@ -196,16 +221,19 @@ def test_dropping_unsampled_nonref_frames_gives_the_frames_decoding_through_does
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matroska_without_a_frame_count(real_video, media, backend):
+def test_matroska_without_a_frame_count(any_video, media, backend):
     """MKV stores no frame count: n_frames is estimated from duration and fps, and flagged."""
-    path = media / "ffpp.mkv"
+    source = probe(any_video)
+    assert source.n_frames_exact
+    path = media / f"{any_video.stem}.mkv"
     if not path.exists():
-        run_ffmpeg(["-i", real_video, "-c", "copy", path])
+        run_ffmpeg(["-i", any_video, "-c", "copy", path])
     info = probe(path)
-    assert not info.n_frames_exact and abs(info.n_frames - FFPP_FRAMES) <= 1
+    assert not info.n_frames_exact and abs(info.n_frames - source.n_frames) <= 1
     frames = [(f.index, f.timestamp) for f in iter_frames(path, Sampling(count=5), backend)]
-    assert [i for i, _ in frames] == [0, 77, 154, 231, 308]
-    assert [t for _, t in frames] == pytest.approx([i / FFPP_FPS for i, _ in frames], abs=1e-3)
+    # the true frames (0, 77, 154, 231, 308 of the FF++ clip's 309), whatever the estimate
+    assert [i for i, _ in frames] == _expected_indices(Sampling(count=5), source.n_frames, source.fps)
+    assert [t for _, t in frames] == pytest.approx([i / source.fps for i, _ in frames], abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- rotation
@@ -222,11 +250,14 @@ def test_portrait_clip_comes_out_upright(portrait_clip, backend):
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
-def test_rotation_metadata_on_ffpp_video(real_video, media, rotation):
-    rotated = set_rotation(real_video, media / f"ffpp_rot{rotation}.mp4", rotation)
+def test_rotation_metadata_on_a_real_video(any_video, media, rotation):
+    source = probe(any_video)
+    assert source.rotation == 0
+    rotated = set_rotation(any_video, media / f"{any_video.stem}_rot{rotation}.mp4", rotation)
     info = probe(rotated)
     assert info.rotation == rotation
-    assert (info.width, info.height) == ((720, 1280) if rotation % 180 else (1280, 720))
+    w, h = source.width, source.height
+    assert (info.width, info.height) == ((h, w) if rotation % 180 else (w, h))
     reference = ffmpeg_frame(rotated, 0)
     for backend in BACKENDS:
         frame = next(iter_frames(rotated, Sampling(count=1), backend))  # count=1 -> frame 0 only
@@ -262,8 +293,10 @@ def test_memory_stays_bounded_on_a_long_1080p_clip(media, backend):
 
 
 @pytest.fixture(scope="session")
-def bad_inputs(media, real_video, faces_dir):
-    """One file per error code (the code is the key)."""
+def bad_inputs(tmp_path_factory, any_video, astronaut_jpg):
+    """One file per error code (the code is the key); the cut and corrupt ones made from
+    `any_video`, the cover art from the public-domain astronaut."""
+    media = tmp_path_factory.mktemp(f"bad_{any_video.stem}")
     files = {}
     files["missing"] = media / "missing.mp4"
     files["directory"] = media / "a_folder.mp4"
@@ -275,15 +308,17 @@ def bad_inputs(media, real_video, faces_dir):
     files["random"] = media / "noise.avi"
     files["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     files["audio"] = make_audio_only(media / "tone.m4a", seconds=1.0)
-    cover = sorted(faces_dir.glob("*.jpg"))[0]
-    files["audio_with_cover"] = make_audio_only(media / "song.m4a", seconds=1.0, cover=cover)
-    # an FF++ mp4 has its index (moov) at the end: half of it has none
-    data = real_video.read_bytes()
+    files["audio_with_cover"] = make_audio_only(media / "song.m4a", seconds=1.0, cover=astronaut_jpg)
+    # an mp4 with its index (moov) at the end, like FF++'s (ffmpeg's default): half of it has none
+    moov_end = media / "moov_end.mp4"
+    run_ffmpeg(["-i", any_video, "-c", "copy", moov_end])
+    data = moov_end.read_bytes()
+    assert data.rfind(b"moov") > data.find(b"mdat") > 0  # the index after the frame data
     files["cut_moov_end"] = media / "cut_moov_end.mp4"
     files["cut_moov_end"].write_bytes(data[: len(data) // 2])
     # with the index first (faststart), half a file opens and decodes until the data ends
     faststart = media / "faststart.mp4"
-    run_ffmpeg(["-i", real_video, "-c", "copy", "-movflags", "+faststart", faststart])
+    run_ffmpeg(["-i", any_video, "-c", "copy", "-movflags", "+faststart", faststart])
     data = faststart.read_bytes()
     files["cut_faststart"] = media / "cut_faststart.mp4"
     files["cut_faststart"].write_bytes(data[: len(data) // 2])
@@ -332,15 +367,17 @@ def test_bad_input_gets_its_error_code(bad_inputs, name, code, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_half_a_faststart_mp4_yields_its_frames_then_truncated(bad_inputs, backend):
+def test_half_a_faststart_mp4_yields_its_frames_then_truncated(any_video, bad_inputs, backend):
+    n = probe(any_video).n_frames
     path = bad_inputs["cut_faststart"]
-    assert probe(path).n_frames == FFPP_FRAMES  # the header still promises every frame
+    assert probe(path).n_frames == n  # the header still promises every frame
     indices = []
     with pytest.raises(DecodeError) as raised:
         for frame in iter_frames(path, backend=backend):
             indices.append(frame.index)
     assert raised.value.code == "truncated"
-    assert 50 < len(indices) < FFPP_FRAMES and indices == list(range(len(indices)))
+    # half the bytes hold about half the frames (those before the cut, in order)
+    assert n / 6 < len(indices) < n and indices == list(range(len(indices)))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -358,9 +395,9 @@ def test_sparse_sampling_of_a_cut_file_is_truncated(bad_inputs):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_permissions(media, real_video):
-    path = media / "locked.mp4"
-    path.write_bytes(real_video.read_bytes())
+def test_unreadable_permissions(media, any_video):
+    path = media / f"locked_{any_video.stem}.mp4"
+    path.write_bytes(any_video.read_bytes())
     path.chmod(0)
     with pytest.raises(DecodeError) as raised:
         probe(path)
@@ -368,15 +405,26 @@ def test_unreadable_permissions(media, real_video):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_max_pixels_too_large(real_video, backend):
+def test_max_pixels_too_large(any_video, backend):
+    info = probe(any_video)
+    pixels = info.width * info.height
     with pytest.raises(DecodeError) as raised:
-        iter_frames(real_video, backend=backend, max_pixels=1280 * 720 - 1)
+        iter_frames(any_video, backend=backend, max_pixels=pixels - 1)
     assert raised.value.code == "too_large"
-    assert next(iter_frames(real_video, Sampling(count=1), backend, max_pixels=1280 * 720)).index == 0
+    assert next(iter_frames(any_video, Sampling(count=1), backend, max_pixels=pixels)).index == 0
 
 
-def test_a_still_photo_is_one_frame_but_not_under_a_video_name(faces_dir, tmp_path):
-    photo = sorted(faces_dir.glob("*.jpg"))[0]
+@pytest.fixture(params=["shared", "public"])
+def jpeg_photo(request):
+    """A JPEG photo: the first shared face photo (skips without ../shared), and the
+    public-domain astronaut written here."""
+    if request.param == "public":
+        return request.getfixturevalue("astronaut_jpg")
+    return sorted(request.getfixturevalue("faces_dir").glob("*.jpg"))[0]
+
+
+def test_a_still_photo_is_one_frame_but_not_under_a_video_name(jpeg_photo, tmp_path):
+    photo = jpeg_photo
     info = probe(photo)
     assert (info.kind, info.n_frames) == ("image", 1)
     renamed = tmp_path / "photo.mp4"  # a JPEG named as a video: FFmpeg sees a still, which is no video

@@ -18,11 +18,12 @@ from dfpipe.pipeline.video.writing import (
 
 
 @pytest.fixture(scope="module")
-def ffpp_frames(real_video):
-    """12 real frames from the FF++ clip, downscaled to 640x360 to keep encoding quick."""
+def real_frames(any_video):
+    """12 real-face frames from each test video (the FF++ clip, where ../shared is, and the
+    public-domain clip), at 640x360 (the FF++ clip downscaled) to keep encoding quick."""
     import cv2
 
-    frames = [f.image for f in iter_frames(real_video, Sampling(count=12))]
+    frames = [f.image for f in iter_frames(any_video, Sampling(count=12))]
     return [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames]
 
 
@@ -30,28 +31,28 @@ def _mad(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-def test_round_trip_keeps_count_fps_size_and_pixels(ffpp_frames, tmp_path):
-    path = write_video(iter(ffpp_frames), tmp_path / "out.mp4", fps=10, crf=QUALITY_CRF["c23"])
+def test_round_trip_keeps_count_fps_size_and_pixels(real_frames, tmp_path):
+    path = write_video(iter(real_frames), tmp_path / "out.mp4", fps=10, crf=QUALITY_CRF["c23"])
     info = probe(path)
     assert (info.width, info.height, info.fps, info.n_frames, info.codec) == (640, 360, 10.0, 12, "h264")
     decoded = list(iter_frames(path))
     assert [f.index for f in decoded] == list(range(12))
     assert [f.timestamp for f in decoded] == pytest.approx([i / 10 for i in range(12)], abs=1e-3)
-    assert max(_mad(a, f.image) for a, f in zip(ffpp_frames, decoded)) < 4.0
+    assert max(_mad(a, f.image) for a, f in zip(real_frames, decoded)) < 4.0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_ntsc_rate_is_kept_exactly(ffpp_frames, tmp_path):
-    info = probe(write_video(ffpp_frames[:6], tmp_path / "ntsc.mp4", fps=30000 / 1001, preset="ultrafast"))
+def test_ntsc_rate_is_kept_exactly(real_frames, tmp_path):
+    info = probe(write_video(real_frames[:6], tmp_path / "ntsc.mp4", fps=30000 / 1001, preset="ultrafast"))
     assert info.fps == pytest.approx(29.97003, abs=1e-4) and info.n_frames == 6
 
 
-def test_ffpp_qualities_order_file_sizes_and_fidelity(ffpp_frames, tmp_path):
+def test_ffpp_qualities_order_file_sizes_and_fidelity(real_frames, tmp_path):
     sizes, errors = {}, {}
     for quality in ("c0", "c23", "c40"):
-        path = write_video(ffpp_frames, tmp_path / f"{quality}.mp4", fps=25, crf=crf_for_quality(quality))
+        path = write_video(real_frames, tmp_path / f"{quality}.mp4", fps=25, crf=crf_for_quality(quality))
         sizes[quality] = path.stat().st_size
-        errors[quality] = np.mean([_mad(a, f.image) for a, f in zip(ffpp_frames, iter_frames(path))])
+        errors[quality] = np.mean([_mad(a, f.image) for a, f in zip(real_frames, iter_frames(path))])
     assert sizes["c0"] > sizes["c23"] > sizes["c40"]
     assert sizes["c0"] > 3 * sizes["c23"]
     assert errors["c0"] < errors["c23"] < errors["c40"]
@@ -79,9 +80,9 @@ def test_bad_frames_are_refused_and_leave_no_file(tmp_path, frames, match):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failing_frame_source_leaves_no_file(ffpp_frames, tmp_path):
+def test_a_failing_frame_source_leaves_no_file(real_frames, tmp_path):
     def frames():
-        yield from ffpp_frames[:3]
+        yield from real_frames[:3]
         raise RuntimeError("upstream stage failed")
 
     with pytest.raises(RuntimeError, match="upstream"):
@@ -89,24 +90,24 @@ def test_a_failing_frame_source_leaves_no_file(ffpp_frames, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_odd_sizes_work_in_yuv444(ffpp_frames, tmp_path):
-    frames = [f[:201, :301] for f in ffpp_frames[:3]]
+def test_odd_sizes_work_in_yuv444(real_frames, tmp_path):
+    frames = [f[:201, :301] for f in real_frames[:3]]
     info = probe(write_video(frames, tmp_path / "odd.mp4", fps=25, pix_fmt="yuv444p"))
     assert (info.width, info.height, info.n_frames) == (301, 201, 3)
 
 
-def test_audio_from_another_file(ffpp_frames, tmp_path):
-    with_audio = add_sine_audio(write_video(ffpp_frames, tmp_path / "v.mp4", fps=25), tmp_path / "va.mp4")
-    assert probe(with_audio).has_audio and probe(with_audio).n_frames == len(ffpp_frames)
-    out = write_video(ffpp_frames, tmp_path / "copy.mp4", fps=25, audio_from=with_audio)
+def test_audio_from_another_file(real_frames, tmp_path):
+    with_audio = add_sine_audio(write_video(real_frames, tmp_path / "v.mp4", fps=25), tmp_path / "va.mp4")
+    assert probe(with_audio).has_audio and probe(with_audio).n_frames == len(real_frames)
+    out = write_video(real_frames, tmp_path / "copy.mp4", fps=25, audio_from=with_audio)
     info = probe(out)
-    assert info.has_audio and info.n_frames == len(ffpp_frames)
-    silent = write_video(ffpp_frames, tmp_path / "silent.mp4", fps=25, audio_from=tmp_path / "v.mp4")
+    assert info.has_audio and info.n_frames == len(real_frames)
+    silent = write_video(real_frames, tmp_path / "silent.mp4", fps=25, audio_from=tmp_path / "v.mp4")
     assert not probe(silent).has_audio  # a source without audio is fine
 
 
-def test_rotation_and_audio_only_helpers(ffpp_frames, tmp_path):
-    plain = write_video(ffpp_frames[:2], tmp_path / "p.mp4", fps=25, preset="ultrafast")
+def test_rotation_and_audio_only_helpers(real_frames, tmp_path):
+    plain = write_video(real_frames[:2], tmp_path / "p.mp4", fps=25, preset="ultrafast")
     info = probe(set_rotation(plain, tmp_path / "r.mp4", 270))
     assert (info.rotation, info.width, info.height) == (270, 360, 640)
     with pytest.raises(ValueError):
