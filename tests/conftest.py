@@ -7,6 +7,7 @@ Tests that need ../shared skip with a reason on a user's clone, and fail in CI
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,19 @@ def real_video(videos_dir) -> Path:
 @pytest.fixture(scope="session")
 def fake_video(videos_dir) -> Path:
     return videos_dir / "ffpp_fake_NeuralTextures_004_982.mp4"
+
+
+def cut_faststart(video: Path, out: Path, keep: Fraction) -> Path:
+    """`video` remuxed with its index first (faststart, as phones and web encoders write it)
+    and cut after `keep` of its bytes: a file cut short that still opens, at `out`."""
+    from dfpipe.pipeline.video.writing import run_ffmpeg
+
+    whole = out.with_name(f"{out.stem}.whole{out.suffix}")
+    run_ffmpeg(["-i", video, "-c", "copy", "-movflags", "+faststart", whole])
+    data = whole.read_bytes()
+    whole.unlink()
+    out.write_bytes(data[: len(data) * keep.numerator // keep.denominator])
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import cut_faststart
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
@@ -149,14 +151,8 @@ def bad_inputs(tmp_path_factory, clips) -> dict[str, Path]:
     (d / "notes.mp4").write_text("this is not a video\n" * 50)
     data = clips["astronaut"].read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 3])  # index at the end: nothing to read
-    from dfpipe.pipeline.video.writing import run_ffmpeg
-
-    long_clip = render_clip(d / "long.tmp.mp4", n_frames=40, width=480, height=360, gop=10)
-    run_ffmpeg(["-i", long_clip, "-c", "copy", "-movflags", "+faststart", d / "faststart.tmp.mp4"])
-    data = (d / "faststart.tmp.mp4").read_bytes()
-    (d / "half_faststart.mp4").write_bytes(data[: len(data) * 3 // 5])  # index first, then ~half the frames
-    for tmp in d.glob("*.tmp.mp4"):
-        tmp.unlink()
+    long_clip = render_clip(tmp_path_factory.mktemp("long") / "long.mp4", n_frames=40, width=480, height=360, gop=10)
+    cut_faststart(long_clip, d / "half_faststart.mp4", Fraction(3, 5))  # index first, then ~half the frames
     make_audio_only(d / "audio_only.m4a")
     render_clip(d / "one_frame.mp4", n_frames=1, width=480, height=360)
     import skimage.data

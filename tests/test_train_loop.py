@@ -8,16 +8,17 @@ import os
 import re
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import cut_faststart
 from test_train_helpers import extract_pair, write_clip_dataset
 from typer.testing import CliRunner
 
 from dfpipe.cli.main import app
-from dfpipe.pipeline.video.writing import run_ffmpeg
 from dfpipe.runtime.checkpoint import load_checkpoint
 from dfpipe.train.data import load_index
 from dfpipe.train.evaluate import evaluate
@@ -139,10 +140,7 @@ def test_evaluate_and_predict_end_to_end(clip_ds, tmp_path, fake_video, real_vid
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
-    run_ffmpeg(["-i", fake_video, "-c", "copy", "-movflags", "+faststart", tmp_path / "faststart.mp4"])
-    data = (tmp_path / "faststart.mp4").read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])  # index first, half the frames: scored on what it has
+    cut = cut_faststart(fake_video, tmp_path / "cut.mp4", Fraction(1, 2))  # index first, half the frames: scored on what it has
     out = predict(ckpt, [fake_video, bad, cut], every=60, faces=True, output=tmp_path / "pred.json")
     ok, err, half = out["videos"]
     assert half["status"] == "ok" and re.search(r"cut short|stopped at frame", half["truncated"]) and ok["truncated"] is None
