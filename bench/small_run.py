@@ -4,6 +4,10 @@ started and stopped inside the command). Rounds alternate the two; the ratio is 
 automatic, median of the rounds' ratios.
 
     .venv/bin/python bench/small_run.py [--repeats 3] [--every 5 | --every 0] [--video PATH]
+    .venv/bin/python bench/small_run.py --video ../shared/data/faces   # a folder of 11 photos
+
+A folder of a few photos is serial too: the stage's estimate of its work is under
+`parallel.SMALL_RUN_SECONDS`.
 
 Figures go to docs/benchmarks.md (issue 14).
 """
@@ -47,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--every", type=int, default=5, help="sampling; 0 = one frame (--count 1): start-up alone")
-    parser.add_argument("--video", type=Path, default=SHARED / "data" / "videos" / "ffpp_real_004.mp4")
+    parser.add_argument("--video", type=Path, help="a clip, or a folder of photos", default=SHARED / "data" / "videos" / "ffpp_real_004.mp4")
     args = parser.parse_args()
     runs: dict[str, list[float]] = {"auto": [], "workers2": []}
     with tempfile.TemporaryDirectory() as tmp:

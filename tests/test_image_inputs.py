@@ -75,6 +75,9 @@ def test_a_folder_of_images_extracts_one_frame_each_and_says_labels_are_unknown(
     assert len(faces) == 2 and {f["frame_index"] for f in faces} == {0} and min(f["score"] for f in faces) > 0.9
     (note,) = [n for n in summary.notes if "no label" in n]
     assert note.startswith("3 input(s) have no label") and "dfpipe ingest folders ROOT" in note
+    from dfpipe.manifests.info import info
+
+    assert info(tmp_path / "DS").by_kind == {"image": 3}  # `dfpipe info`'s "by kind" row
 
 
 def test_ingest_folders_of_images_gives_labels_and_methods(tmp_path, retinaface_weights):

@@ -95,3 +95,39 @@ def test_the_rule():
     assert choose_execution(1, 2, None).mode == "local"  # --workers is obeyed
     assert choose_execution(9, 0, None).mode == "serial"
     assert choose_execution(1, None, "tcp://host:8786").describe() == "scheduler: tcp://host:8786"
+    # a run the stage knows is small stays serial; unknown or large work gets the cluster
+    small = choose_execution(12, None, None, cores=16, work_seconds=3.6)
+    assert small.mode == "serial" and small.describe() == "serial: 12 small items, about 4 s of work"
+    assert choose_execution(12, None, None, cores=16, work_seconds=None).mode == "local"
+    assert choose_execution(40, None, None, cores=16, work_seconds=parallel.SMALL_RUN_SECONDS).mode == "local"
+    assert choose_execution(12, 2, None, work_seconds=1.0).mode == "local"  # --workers still wins
+
+
+def test_a_folder_of_a_few_photos_extracts_serially(tmp_path, retinaface_weights, photo):
+    import cv2
+
+    from dfpipe.pipeline.faces.config import ExtractConfig
+    from dfpipe.pipeline.faces.stage import extract
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "grace_hopper"):
+        cv2.imwrite(str(photos / f"{name}.png"), cv2.cvtColor(photo(name), cv2.COLOR_RGB2BGR))
+    summary = extract([photos], tmp_path / "ds", ExtractConfig(mesh="none"), progress=False)
+    assert summary.n_ok == 2 and summary.execution == "serial: 2 small items, about 1 s of work"
+    assert summary.counts["faces"] >= 2
+    assert read_run(tmp_path / "ds")["stages"]["extract"]["execution"]["mode"] == "serial"
+
+
+def test_videos_of_unknown_length_are_left_to_the_cluster_rule(tmp_path, any_video):
+    from dfpipe.pipeline.faces.config import ExtractConfig
+    from dfpipe.pipeline.faces.stage import _stage
+    from dfpipe.runtime.stage import estimate_work
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        (videos / f"v{i}.mp4").write_bytes(any_video.read_bytes() + bytes([i]))  # two contents, two items
+    stage = _stage([videos], tmp_path / "ds", ExtractConfig(mesh="none"))
+    assert len(stage.items()) == 2 and estimate_work(stage, stage.items()) is None
+    assert choose_execution(2, None, None, cores=2, work_seconds=None).mode == "local"

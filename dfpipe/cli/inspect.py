@@ -60,8 +60,8 @@ def print_info(d: DatasetInfo) -> None:
     table.add_row("stages run", ", ".join(d.stages) or "-")
     table.add_row("tables (part files)", ", ".join(f"{k} ({v})" for k, v in d.tables.items()))
     table.add_row("videos", str(d.n_videos))
-    for title, counts in (("status", d.by_status), ("label", d.by_label), ("method", d.by_method),
-                          ("split", d.by_split), ("errors", d.errors)):
+    for title, counts in (("status", d.by_status), ("kind", d.by_kind), ("label", d.by_label),
+                          ("method", d.by_method), ("split", d.by_split), ("errors", d.errors)):
         if counts:
             table.add_row(f"  by {title}", ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     table.add_row("faces", str(d.n_faces))

@@ -25,6 +25,7 @@ class DatasetInfo:
     by_label: dict[str, int] = field(default_factory=dict)
     by_method: dict[str, int] = field(default_factory=dict)
     by_split: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, int] = field(default_factory=dict)  # video / image (one frame each)
     errors: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     n_faces: int = 0
@@ -61,6 +62,7 @@ def info(dataset: str | Path, videos: bool = False) -> DatasetInfo:
     d.by_label = dict(Counter(v["label"] or "unknown" for v in videos))
     d.by_method = dict(Counter(v["method"] or "-" for v in videos))
     d.by_split = dict(Counter(v["split"] or "-" for v in videos))
+    d.by_kind = dict(Counter(v["kind"] or "-" for v in videos))
     d.errors = dict(Counter(v["error_code"] for v in videos if v["status"] == "error"))
     d.failed = [(v["path"], v["error_code"], v["error"] or "") for v in videos if v["status"] == "error"]
     dropped: Counter = Counter()

@@ -51,8 +51,14 @@ class Execution:
         return {"mode": self.mode, "workers": self.workers, "reason": self.reason}
 
 
+#: below this many seconds of serial work a LocalCluster cannot pay for itself: its start-up
+#: and the models loaded once per worker cost 3-5 s on a 2-core machine (bench/small_run.py),
+#: more than two workers save on 10 s of work (11 photos: 7.5-8.4 s serial, 12 s on 2 workers)
+SMALL_RUN_SECONDS = 10.0
+
+
 def choose_execution(n_items: int, workers: int | None = None, scheduler: str | None = None,
-                     cores: int | None = None) -> Execution:
+                     cores: int | None = None, work_seconds: float | None = None) -> Execution:
     """Where `n_items` items (those still to do) run.
 
     `--scheduler` and an explicit `--workers N` are obeyed as given (0 = serial). Left to
@@ -61,6 +67,9 @@ def choose_execution(n_items: int, workers: int | None = None, scheduler: str | 
     `dfpipe extract` 1.5x slower (1.3-2.7 s more, bench/small_run.py; issue 14 saw 8-12 s
     on a loaded machine), and the serial path already keeps every core busy on one item
     (decoding and encoding threads beside torch).
+    It is serial too when the stage can tell the run is small (`work_seconds`, its rough
+    estimate of the serial time, under SMALL_RUN_SECONDS: a dozen photos or extracted
+    frames); None means it cannot tell (videos of unknown length).
     Otherwise one worker per core, but no more workers than items (each one loads the
     models before its first item)."""
     if scheduler is not None:
@@ -76,6 +85,8 @@ def choose_execution(n_items: int, workers: int | None = None, scheduler: str | 
         return Execution("serial", 0, "1 item to do")
     if cores == 1:
         return Execution("serial", 0, "1 core")
+    if work_seconds is not None and work_seconds < SMALL_RUN_SECONDS:
+        return Execution("serial", 0, f"{n_items} small items, about {max(1, round(work_seconds))} s of work")
     n = min(cores, n_items)
     return Execution("local", n, f"{n_items} items to do, {cores} cores")
 

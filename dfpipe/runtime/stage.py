@@ -95,6 +95,11 @@ class Stage(Generic[Item]):
         """Keys of items that must finish before this one (e.g. a fake after its source)."""
         return ()
 
+    def work_seconds(self, item: Item) -> float | None:
+        """A rough estimate of the item's serial seconds, so a run of a few small items skips
+        the cluster (`parallel.choose_execution`); None when it cannot be told cheaply."""
+        return None
+
     def prepare(self, items: Sequence[Item]) -> None:
         """Work once before the items, after the run is recorded (rows no item owns)."""
 
@@ -170,7 +175,7 @@ def run_stage(
     todo = [i for i, k in zip(items, keys) if k not in done]
     todo_keys = {stage.key(i) for i in todo}
     summary = StageSummary(stage.name, root, stage.unit, n_items=len(items), n_skipped=len(items) - len(todo))
-    execution = choose_execution(len(todo), workers, scheduler)
+    execution = choose_execution(len(todo), workers, scheduler, work_seconds=estimate_work(stage, todo))
     summary.execution = execution.describe()
     log.info("%s: %s", stage.name, summary.execution)
     on_dask = execution.mode in ("local", "scheduler")
@@ -195,6 +200,22 @@ def run_stage(
         add_outcome(summary, outcome)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def estimate_work(stage: Stage, todo: Sequence[Any]) -> float | None:
+    """The stage's estimate of the serial seconds of `todo`, or None as soon as one item's
+    is unknown or the sum passes what a small run is (a large folder is not walked through)."""
+    from dfpipe.runtime.parallel import SMALL_RUN_SECONDS
+
+    total = 0.0
+    for item in todo:
+        seconds = stage.work_seconds(item)
+        if seconds is None:
+            return None
+        total += seconds
+        if total >= SMALL_RUN_SECONDS:
+            return total
+    return total
 
 
 def run_item(stage: Stage, item: Any, on_worker: bool) -> str:
