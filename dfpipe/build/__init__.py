@@ -1,0 +1,1 @@
+"""`dfpipe build`: a whole benchmark from one recipe (issue 15)."""
