@@ -203,8 +203,9 @@ def run_stage(
 
 
 def estimate_work(stage: Stage, todo: Sequence[Any]) -> float | None:
-    """The stage's estimate of the serial seconds of `todo`, or None as soon as one item's
-    is unknown or the sum passes what a small run is (a large folder is not walked through)."""
+    """The stage's estimate of the serial seconds of `todo`: None as soon as one item's is
+    unknown, and the sum so far once it reaches SMALL_RUN_SECONDS (a large folder is not
+    walked through to the end)."""
     from dfpipe.runtime.parallel import SMALL_RUN_SECONDS
 
     total = 0.0
