@@ -52,8 +52,8 @@ class Execution:
 
 
 #: below this many seconds of serial work a LocalCluster cannot pay for itself: its start-up
-#: and the models loaded once per worker cost 3-5 s on a 2-core machine (bench/small_run.py),
-#: more than two workers save on 10 s of work (11 photos: 7.5-8.4 s serial, 12 s on 2 workers)
+#: and the models loaded once per worker cost 3-5 s on a 2-core machine, about what two
+#: workers save on 10 s of work (bench/small_run.py: 11 photos, 9.1 s serial, 11.2 s on 2 workers)
 SMALL_RUN_SECONDS = 10.0
 
 
