@@ -87,9 +87,16 @@ def per_method(frames: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def per_compression(frames: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """All faces (real and fake) of each compression level (raw / c23 / c40)."""
+    """All faces (real and fake) of each compression level (raw / c23 / c40), as FF++ ships
+    its reals at every level. Where the reals have no level (fakes re-encoded from raw reals,
+    as synthesis makes them), each level's fakes against all reals instead."""
     if "compression" not in frames or frames["compression"].isna().all():
         return {}
+    reals = frames[frames["label"] == 0]
+    if len(reals) and reals["compression"].isna().all():
+        fakes = frames[frames["label"] == 1]
+        return {str(level): _with_video_auc(pd.concat([reals, part]))
+                for level, part in fakes.groupby(fakes["compression"].fillna("unknown"))}
     levels = frames["compression"].fillna("unknown")
     return {str(level): _with_video_auc(part) for level, part in frames.groupby(levels)}
 
@@ -97,7 +104,7 @@ def per_compression(frames: pd.DataFrame) -> dict[str, dict[str, float]]:
 def evaluate_scores(frames: pd.DataFrame) -> dict:
     """All metrics for a table of per-face results (`label` 0/1, `prob`, `video_id`,
     optional `method`, `compression`). Per method: that method's fakes against all reals;
-    per compression: all faces of that compression level."""
+    per compression: all faces of that compression level (see `per_compression`)."""
     frame = frame_metrics(frames["label"], frames["prob"])
     vids = video_scores(frames)
     video = frame_metrics(vids["label"], vids["prob"])

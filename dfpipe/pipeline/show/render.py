@@ -25,9 +25,13 @@ def thumbnail(image: bytes, size: int) -> np.ndarray:
 
 
 def overlay(thumb: np.ndarray, mask: bytes) -> np.ndarray:
-    """`thumb` with the mask (any size; resized to the thumbnail) tinted in and outlined."""
+    """`thumb` with the mask (any size; resized to the thumbnail) tinted in and outlined.
+
+    The region drawn is where the mask reaches half its own peak: a self-blend's mask is
+    its blend weight, whose peak may be a quarter (64), and such a face is manipulated too."""
     size = thumb.shape[0]
-    m = cv2.resize(decode_mask(mask), (size, size), interpolation=cv2.INTER_LINEAR) > 127
+    soft = cv2.resize(decode_mask(mask), (size, size), interpolation=cv2.INTER_LINEAR)
+    m = soft >= max(int(soft.max()) // 2, 1) if soft.max() > 0 else np.zeros(soft.shape, bool)
     out = thumb.astype(np.float32)
     out[m] = (1 - TINT_ALPHA) * out[m] + TINT_ALPHA * TINT
     out = out.round().astype(np.uint8)

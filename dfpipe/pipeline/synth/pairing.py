@@ -91,9 +91,14 @@ def _usable(sizes: dict[TrackRef, int], min_faces: int) -> list[TrackRef]:
     return tracks
 
 
-def _may_pair(target: TrackRef, source: TrackRef, identity: dict[TrackRef, int] | None) -> bool:
-    """Another video and, when identities are known, another person."""
+def _may_pair(target: TrackRef, source: TrackRef, identity: dict[TrackRef, int] | None,
+              split_of: dict[str, str | None] | None = None) -> bool:
+    """Another video, of the same split when the reals have splits (a swap across splits
+    would tie two people of different splits together), and, when identities are known,
+    another person."""
     if source.video_id == target.video_id:
+        return False
+    if split_of and split_of.get(source.video_id) != split_of.get(target.video_id):
         return False
     return identity is None or identity.get(source, -1) != identity.get(target, -2)
 
@@ -106,16 +111,17 @@ def _check_identities(tracks: list[TrackRef], identity: dict[TrackRef, int] | No
 
 
 def random_pairs(sizes: dict[TrackRef, int], n: int, seed: int, min_faces: int = 2,
-                 identity: dict[TrackRef, int] | None = None) -> list[Pair]:
+                 identity: dict[TrackRef, int] | None = None, split_of: dict[str, str | None] | None = None) -> list[Pair]:
     """Up to `n` distinct (target, source) pairs from different videos, reproducible from `seed`.
 
     Targets are drawn in a seeded order over all usable tracks, cycling when n exceeds
     them; each gets a random source track of another video and, given `identity` (track ->
-    person, identities.py), of another person."""
+    person, identities.py), of another person; given `split_of` (video -> split), of the
+    same split."""
     tracks = _usable(sizes, min_faces)
     _check_identities(tracks, identity)
     rng = np.random.default_rng(seed)
-    choices = {t: [s for s in tracks if _may_pair(t, s, identity)] for t in tracks}
+    choices = {t: [s for s in tracks if _may_pair(t, s, identity, split_of)] for t in tracks}
     possible = sum(len(c) for c in choices.values())
     pairs: list[Pair] = []
     seen: set[Pair] = set()
@@ -135,7 +141,7 @@ def random_pairs(sizes: dict[TrackRef, int], n: int, seed: int, min_faces: int =
 
 
 def similar_pairs(sizes: dict[TrackRef, int], n: int, seed: int, ids: Identities,
-                  min_faces: int = 2) -> list[tuple[Pair, dict]]:
+                  min_faces: int = 2, split_of: dict[str, str | None] | None = None) -> list[tuple[Pair, dict]]:
     """Up to `n` pairs of look-alike different people, with a note of each pair's distances.
 
     Each target's candidates (tracks of other videos and other identities) are ranked by
@@ -154,7 +160,7 @@ def similar_pairs(sizes: dict[TrackRef, int], n: int, seed: int, ids: Identities
               for i, rs in members.items()}
     ranked: dict[TrackRef, list[TrackRef]] = {}
     for target in tracks:
-        sources = [s for s in tracks if _may_pair(target, s, ids.identity)]
+        sources = [s for s in tracks if _may_pair(target, s, ids.identity, split_of)]
         ties = rng.random(len(sources))
         keys = [(round(look_alike_cost(ids.descriptors[target], ids.tones[target], *centre[ids.identity[s]]), 6),
                  round(look_alike_cost(ids.descriptors[target], ids.tones[target], ids.descriptors[s], ids.tones[s]), 6),
@@ -188,18 +194,28 @@ def plan_pairs(ds: str | Path, sizes: dict[TrackRef, int], usable: dict[TrackRef
         return [(pair, {"pairing": "file", "pairs_row": i}, error, ["csv", i, row])
                 for i, (pair, row, error) in enumerate(read_pairs_csv(pairs_file, sizes))]
     ids, why = _try_identities(ds, usable)
+    split_of = real_splits(ds)
     if pairing == "similar":
         if ids is None:
             raise ValueError(f"--pairing similar needs face descriptors: {why}")
-        return [(pair, note, None, [pair.target, pair.source]) for pair, note in similar_pairs(usable, n, seed, ids, min_faces)]
+        return [(pair, note, None, [pair.target, pair.source])
+                for pair, note in similar_pairs(usable, n, seed, ids, min_faces, split_of)]
     note: dict = {"pairing": "random", "identities": "descriptors" if ids else f"none ({why}): sources only from other videos"}
     if ids is None:
         log.warning("random pairing without face descriptors (%s): one person's several videos may be paired", why)
     out = []
-    for pair in random_pairs(usable, n, seed, min_faces, ids.identity if ids else None):
+    for pair in random_pairs(usable, n, seed, min_faces, ids.identity if ids else None, split_of):
         extra = {"descriptor_distance": round(_distance(ids, pair), 4)} if ids else {}
         out.append((pair, {**note, **extra}, None, [pair.target, pair.source]))
     return out
+
+
+def real_splits(ds: str | Path) -> dict[str, str | None] | None:
+    """video -> split of the real videos, when any has one (`dfpipe build` splits the reals
+    by identity before synthesis); None when the reals are not split yet."""
+    rows = read_table(ds, "videos", VIDEOS_SCHEMA, columns=["video_id", "label", "split"]).to_pylist()
+    split_of = {r["video_id"]: r["split"] for r in rows if r["label"] == "real"}
+    return split_of if any(isinstance(s, str) for s in split_of.values()) else None
 
 
 def _distance(ids: Identities, pair: Pair) -> float:
