@@ -94,7 +94,7 @@ def test_the_shipped_examples_load(tmp_path, name):
     """The examples as shipped, with their roots pointed at folders that exist here."""
     raw = yaml.safe_load((EXAMPLES / name).read_text())
     for source in [*raw["sources"], *raw.get("evaluate", {}).get("external", [])]:
-        for key in ("folders", "ff++", "dfdc", "celebdf", "splits"):
+        for key in ("reals", "folders", "ff++", "dfdc", "celebdf", "splits"):
             if key in source:
                 source[key] = str(tmp_path)
     recipe = parse_recipe(raw, EXAMPLES / name)

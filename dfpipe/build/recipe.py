@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 SECTIONS = ("name", "sources", "extract", "synthesis", "quality", "detectors", "evaluate", "card")
-SOURCE_KINDS = ("folders", "list", "ff++", "dfdc", "celebdf")
+#: `reals`: a folder whose every video or image is real; the others are `dfpipe ingest` kinds
+SOURCE_KINDS = ("reals", "folders", "list", "ff++", "dfdc", "celebdf")
 #: train's keyword arguments a recipe leaves to the build (paths, process and display knobs)
 TRAIN_KEYS_OWNED_BY_BUILD = ("dataset_dir", "out", "resume", "overwrite", "progress", "gpus", "stop_after")
 #: a synthesis entry's keys that may be lists: the entry is then one plan per combination

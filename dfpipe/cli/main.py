@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "dfpipe.cli.train",
     "dfpipe.cli.synthesize",
     "dfpipe.cli.harmonizer",
+    "dfpipe.cli.build",
 ]
 
 

@@ -37,7 +37,7 @@ def _print_json(data: Any) -> None:
 
 
 def train(
-    dataset_dir: Path = typer.Argument(..., help="Dataset directory with faces/ (from `dfpipe extract`)."),
+    dataset_dir: Path = typer.Argument(..., metavar="DATASET", help="Dataset directory with faces/ (from `dfpipe extract`), or WebDataset shards from `dfpipe export --format webdataset` (a .tar, a folder of them, or a quoted glob)."),
     model: str = option(TRAIN, "model", "--model", "-m", help=f"Detector: {', '.join(list_models(kind='detector'))}."),
     out: Path = option(TRAIN, "out", "--out", "-o", help="Run folder: checkpoints, logs, metrics."),
     epochs: int = option(TRAIN, "epochs", help="Epochs (the schedule spans all of them)."),
@@ -119,7 +119,7 @@ def train(
 
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint from `dfpipe train` (best.pt or last.pt)."),
-    dataset_dir: Path = typer.Argument(..., help="Dataset directory with faces/."),
+    dataset_dir: Path = typer.Argument(..., metavar="DATASET", help="Dataset directory with faces/, or WebDataset shards (as train takes them)."),
     split: str = option(EVALUATE, "split", help="train, val, test or all."),
     report: Optional[Path] = option(EVALUATE, "report", help="Folder for metrics.json, faces.parquet and roc.png."),
     batch: int = option(EVALUATE, "batch", help="Faces per forward pass."),

@@ -23,6 +23,7 @@ from dfpipe.runtime.progress import progress_bar
 from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
 from dfpipe.train.inference import score_stream
 from dfpipe.train.metrics import evaluate_scores, plot_roc
+from dfpipe.train.shards import dataset_from_shards, shard_files
 
 
 def _finite(value: Any) -> Any:
@@ -49,6 +50,8 @@ def evaluate(
     if split not in (*SPLITS, "all"):
         raise DataError(f"--split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
     started = time.perf_counter()
+    if shard_files(dataset_dir):  # WebDataset shards of an export, as train reads them
+        dataset_dir = dataset_from_shards(dataset_dir)
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model = model_from_checkpoint(ckpt, dev)

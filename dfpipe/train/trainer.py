@@ -36,6 +36,7 @@ from dfpipe.runtime.runinfo import read_run
 from dfpipe.train import distributed as ddp
 from dfpipe.train.augment import preset
 from dfpipe.train.data import FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index, make_loader
+from dfpipe.train.shards import dataset_from_shards, shard_files
 from dfpipe.train.splits import split_counts
 from dfpipe.train.inference import autocast, score_stream
 from dfpipe.train.metrics import evaluate_scores
@@ -558,7 +559,8 @@ def train(
     log_every: int = 10,
     progress: bool = True,
 ) -> dict[str, Any] | None:
-    """Train `model` on the faces of `dataset_dir`; returns a summary (the epochs are also
+    """Train `model` on the faces of `dataset_dir` (a dataset directory, or WebDataset shards
+    of `dfpipe export`: a .tar, a folder of them or a glob); returns a summary (the epochs are also
     in `out/metrics.csv`), or None on the non-main processes of a torchrun launch.
 
     `pretrained=None` means ImageNet weights unless offline (`DFPIPE_OFFLINE=1` or
@@ -568,6 +570,10 @@ def train(
     """
     tiny = tiny or model.endswith("_tiny")
     notes = []
+    shards = shard_files(dataset_dir)
+    if shards:  # WebDataset shards of an export: indexed once into a cached dataset directory
+        dataset_dir = dataset_from_shards(dataset_dir)
+        notes.append(f"read {len(shards)} WebDataset shard(s) through the index {dataset_dir}")
     if pretrained is None:
         pretrained = not (offline() or tiny)
         if offline() and not tiny:

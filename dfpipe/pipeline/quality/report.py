@@ -74,7 +74,7 @@ def fmt(value) -> str:
     return str(value)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
     """A pipe table (pandas' to_markdown needs the optional `tabulate`)."""
     head = "| " + " | ".join(LABELS.get(c, c) for c in table.columns) + " |"
     rule = "|" + "---|" * len(table.columns)
@@ -219,9 +219,9 @@ def write_report(root: str | Path, report: str | Path) -> Path:
     errors = videos[videos["status"] != "ok"]
     report.parent.mkdir(parents=True, exist_ok=True)
     if report.suffix.lower() == ".md":
-        parts = [f"# Quality of {Path(root).name}", "", _markdown(by_metric(table)) if not table.empty else "_no scored videos_"]
+        parts = [f"# Quality of {Path(root).name}", "", markdown_table(by_metric(table)) if not table.empty else "_no scored videos_"]
         if not errors.empty:
-            parts += ["", "## Videos that could not be scored", "", _markdown(errors[["video_id", "error_code", "error"]])]
+            parts += ["", "## Videos that could not be scored", "", markdown_table(errors[["video_id", "error_code", "error"]])]
         parts += [""] + [f"## {t}\n\n![{t}]({p})\n" for t, p in rel]
         report.write_text("\n".join(parts), encoding="utf-8")
         return report

@@ -1,0 +1,207 @@
+"""`dfpipe export BENCH --format hf|webdataset --out SHARE`: the faces in the formats users load.
+
+- `hf`: Parquet files `data/<split>-NNNNN-of-MMMMM.parquet` that `datasets.load_dataset`
+  reads with their features (the `huggingface` schema metadata and the README's YAML both
+  declare `image` an Image, `label` a ClassLabel of real / fake), and the card as the
+  README, its pictures under `card/`. `val` is named `validation`, as the Hub names it.
+- `webdataset`: tar shards `shards/<split>-NNNNNN.tar`, each face a sample `<key>.<png|jpg>`
+  (the crop as stored), `<key>.mask.png` (when it has one), `<key>.cls` (0 real, 1 fake)
+  and `<key>.json` (its ids, method, compression, split, identity); `dfpipe train` reads
+  such shards back (`train/shards.py`).
+
+Faces are written in video order, the bytes as stored: no re-encoding, so an export is
+exactly the benchmark's crops. BENCH is a build folder (its `dataset/` and `card/`) or a
+dataset directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dfpipe.manifests.parts import list_parts, read_table
+from dfpipe.manifests.schema import VIDEOS_SCHEMA
+
+FORMATS = ("hf", "webdataset")
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+#: faces per Parquet file / tar shard
+FACES_PER_FILE = 2000
+LABELS = ("real", "fake")
+_FACE_COLUMNS = ["face_id", "video_id", "frame_index", "track_id", "image", "image_format", "mask", "mask_source",
+                 "label", "split"]
+_META_COLUMNS = ["video_id", "frame_index", "track_id", "method", "compression", "split", "identity", "dataset",
+                 "source_video_id", "target_video_id", "mask_source"]
+
+
+@dataclass
+class ExportSummary:
+    out: Path
+    format: str
+    faces: dict[str, int] = field(default_factory=dict)  # split -> faces
+    files: list[Path] = field(default_factory=list)
+
+
+def dataset_of(bench: Path) -> Path:
+    """The dataset directory of a build folder, or `bench` itself when it is one."""
+    if (bench / "dataset" / "videos").is_dir():
+        return bench / "dataset"
+    if (bench / "videos").is_dir():
+        return bench
+    raise FileNotFoundError(f"{bench}: neither a build folder (no dataset/) nor a dataset directory (no videos/)")
+
+
+def _videos(dataset: Path) -> dict[str, dict]:
+    rows = read_table(dataset, "videos", VIDEOS_SCHEMA).to_pylist()
+    out = {}
+    for r in rows:
+        meta = json.loads(r["meta"]) if isinstance(r["meta"], str) and r["meta"].startswith("{") else {}
+        r["identity"] = meta.get("identity")
+        out[r["video_id"]] = r
+    return out
+
+
+def iter_faces(dataset: Path) -> Iterator[dict]:
+    """Every labelled face with its video's columns, one faces part at a time."""
+    videos = _videos(dataset)
+    for part in list_parts(dataset, "faces"):
+        names = pq.ParquetFile(part).schema_arrow.names
+        table = pq.read_table(part, columns=[c for c in _FACE_COLUMNS if c in names])
+        for face in table.to_pylist():
+            video = videos.get(face["video_id"], {})
+            label = face.get("label") if face.get("label") in LABELS else video.get("label")
+            if label not in LABELS:
+                continue
+            split = face.get("split") or video.get("split") or "train"
+            yield {**face, "label": label, "split": split, "method": video.get("method"),
+                   "compression": video.get("compression"), "identity": video.get("identity"),
+                   "dataset": video.get("dataset"), "source_video_id": video.get("source_video_id"),
+                   "target_video_id": video.get("target_video_id")}
+
+
+def export(bench: str | Path, format: str, out: str | Path, faces_per_file: int = FACES_PER_FILE) -> ExportSummary:
+    """Write the benchmark's faces under `out` as `format` (see the module docstring)."""
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    bench, out = Path(bench), Path(out)
+    dataset = dataset_of(bench)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: export into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[dict]] = {}
+    for face in iter_faces(dataset):
+        by_split.setdefault(face["split"], []).append(face)
+    summary = ExportSummary(out, format, {s: len(f) for s, f in sorted(by_split.items())})
+    writer = _write_hf if format == "hf" else _write_shards
+    for split, faces in sorted(by_split.items()):
+        chunks = [faces[i:i + faces_per_file] for i in range(0, len(faces), faces_per_file)]
+        for i, chunk in enumerate(chunks):
+            summary.files.append(writer(out, split, i, len(chunks), chunk))
+    if format == "hf":
+        _write_readme(bench, out, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+
+_HF_FEATURES = {
+    "image": {"_type": "Image"},
+    "mask": {"_type": "Image"},
+    "label": {"names": list(LABELS), "_type": "ClassLabel"},
+    "face_id": {"dtype": "string", "_type": "Value"},
+    **{c: {"dtype": "string" if c not in ("frame_index", "track_id") else "int64", "_type": "Value"}
+       for c in _META_COLUMNS},
+}
+_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+HF_SCHEMA = pa.schema(
+    [pa.field("image", _IMAGE), pa.field("mask", _IMAGE), pa.field("label", pa.int64()), pa.field("face_id", pa.string()),
+     *[pa.field(c, pa.int64() if c in ("frame_index", "track_id") else pa.string()) for c in _META_COLUMNS]],
+    metadata={"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})},
+)
+
+
+def _write_hf(out: Path, split: str, i: int, n: int, faces: list[dict]) -> Path:
+    name = HF_SPLITS.get(split, split)
+    path = out / "data" / f"{name}-{i:05d}-of-{n:05d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = {"jpeg": "jpg"}
+    rows = {
+        "image": [{"bytes": f["image"], "path": f"{f['face_id']}.{ext.get(f.get('image_format') or 'png', 'png')}"}
+                  for f in faces],
+        "mask": [{"bytes": f["mask"], "path": f"{f['face_id']}.mask.png"} if f.get("mask") else None for f in faces],
+        "label": [LABELS.index(f["label"]) for f in faces],
+        "face_id": [f["face_id"] for f in faces],
+        **{c: [f.get(c) for f in faces] for c in _META_COLUMNS},
+    }
+    pq.write_table(pa.Table.from_pydict(rows, schema=HF_SCHEMA), path, compression="zstd", row_group_size=256)
+    return path
+
+
+def _write_readme(bench: Path, out: Path, summary: ExportSummary) -> None:
+    """The card as the dataset's README, with the Hub's YAML header (splits and features)."""
+    import yaml
+
+    splits = [HF_SPLITS.get(s, s) for s in summary.faces]
+    header = {
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}],
+        "dataset_info": {"features": [
+            {"name": "image", "dtype": "image"}, {"name": "mask", "dtype": "image"},
+            {"name": "label", "dtype": {"class_label": {"names": {i: n for i, n in enumerate(LABELS)}}}},
+            {"name": "face_id", "dtype": "string"},
+            *[{"name": c, "dtype": "int64" if c in ("frame_index", "track_id") else "string"} for c in _META_COLUMNS],
+        ]},
+        "task_categories": ["image-classification"],
+        "tags": ["deepfake-detection", "dfpipe"],
+    }
+    card_dir = bench / "card"
+    body = f"# {bench.name}\n\nFaces exported by dfpipe ({sum(summary.faces.values())} faces).\n"
+    if (card_dir / "card.md").is_file():
+        shutil.copytree(card_dir, out / "card", ignore=shutil.ignore_patterns("index.html"))
+        body = (card_dir / "card.md").read_text()
+        body = _prefix_links(body, "card/")
+    (out / "README.md").write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
+
+
+def _prefix_links(markdown: str, prefix: str) -> str:
+    import re
+
+    return re.sub(r"!\[([^\]]*)\]\((?!https?://)([^)]+)\)", lambda m: f"![{m.group(1)}]({prefix}{m.group(2)})", markdown)
+
+
+# ----------------------------------------------------------------------------- WebDataset
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # the same faces give the same bytes
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shards(out: Path, split: str, i: int, n: int, faces: list[dict]) -> Path:
+    path = out / "shards" / f"{split}-{i:06d}.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with tarfile.open(tmp, "w") as tar:
+        for f in faces:
+            key = f["face_id"].replace(".", "_")
+            ext = "jpg" if f.get("image_format") == "jpeg" else "png"
+            _add(tar, f"{key}.{ext}", f["image"])
+            if f.get("mask"):
+                _add(tar, f"{key}.mask.png", f["mask"])
+            _add(tar, f"{key}.cls", str(LABELS.index(f["label"])).encode())
+            meta = {"face_id": f["face_id"], "label": f["label"], **{c: f.get(c) for c in _META_COLUMNS}}
+            _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+    tmp.rename(path)
+    return path
+
+
+__all__ = ["FORMATS", "ExportSummary", "dataset_of", "export", "iter_faces"]
