@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dfpipe.manifests.codec import decode_image
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.synth import SynthConfig, synthesize
@@ -213,3 +214,30 @@ def test_the_donor_frame_is_near_frontal_with_the_mouth_at_rest(reals):
     costs = donor_costs(rest)
     by_pose, by_cost = min(rest, key=turn), rest[int(np.argmin(costs))]
     assert opening(by_cost) < 0.5 * opening(by_pose), (opening(by_cost), opening(by_pose))
+
+
+def test_reencode_copies_each_real_at_each_quality_unchanged_but_for_the_codec(reals, tmp_path):
+    """`reencode` is the benchmark's reals at the fakes' qualities: label real, no mask, the
+    same faces as the real's main track, and a c40 copy visibly coarser than a c23 one."""
+    out = tmp_path / "reals-at"
+    summary = synthesize(reals, out, SynthConfig(method="reencode", qualities=("c23", "c40"), include_reals=False),
+                         workers=0, progress=False)
+    assert summary.n_errors == 0
+    videos = read_table(out, "videos", VIDEOS_SCHEMA).to_pandas()
+    assert len(videos) == 4 and set(videos["label"]) == {"real"} and videos["method"].isna().all()
+    assert sorted(videos["compression"]) == ["c23", "c23", "c40", "c40"] and videos["target_video_id"].isna().all()
+    faces = read_table(out, "faces", FACES_SCHEMA).to_pandas()
+    source = read_table(reals, "faces", FACES_SCHEMA).to_pandas()
+    assert faces["mask"].isna().all() and set(faces["label"]) == {"real"}
+    errors = {}
+    source_of = dict(zip(videos["video_id"], videos["source_video_id"]))
+    for q in ("c23", "c40"):
+        copy = faces[faces["video_id"].isin(videos[videos["compression"] == q]["video_id"])].copy()
+        copy["real_id"] = copy["video_id"].map(source_of)
+        assert len(copy) == len(source)  # each real's one track (keep=main): every face re-cut
+        pairs = copy.merge(source, left_on=["real_id", "frame_index", "track_id"],
+                           right_on=["video_id", "frame_index", "track_id"], suffixes=("", "_real"))
+        assert len(pairs) == len(source)
+        errors[q] = np.mean([np.abs(decode_image(a).astype(float) - decode_image(b).astype(float)).mean()
+                             for a, b in zip(pairs["image"], pairs["image_real"])])
+    assert errors["c23"] < 4.0 and errors["c40"] > 1.3 * errors["c23"], errors

@@ -21,7 +21,7 @@ CONFIG = "dfpipe.pipeline.synth.config:SynthConfig"
 def synthesize(
     ds: Path = typer.Argument(..., help="A real dataset directory made by `dfpipe extract`."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write the fakes to (DS2)."),
-    method: str = option(CONFIG, "method", help="swap (another real identity on the target's face), reenact (the target made to move like a source video), self-blend (SBI) or external (--from-generator)."),
+    method: str = option(CONFIG, "method", help="swap (another real identity on the target's face), reenact (the target made to move like a source video), self-blend (SBI), external (--from-generator), or reencode (no fake: each real at the --quality levels, labelled real, so reals and fakes share a codec)."),
     blend: str = option(
         CONFIG, "blend", help="none (naive stitching), alpha, poisson, poisson-mixed or dovenet. A colour mode here "
         "(e.g. rct) means that colour transfer with an alpha blend."),

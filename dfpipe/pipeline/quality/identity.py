@@ -85,10 +85,14 @@ def video_identity(faces: list[dict], n: int = GALLERY_FACES) -> np.ndarray | No
 
 
 def build_gallery(root: str | Path, videos: list[dict], read_faces) -> dict[str, np.ndarray]:
-    """{video_id: identity} of every extracted real video (`read_faces(root, vid)` -> rows)."""
+    """{video_id: identity} of every extracted real video (`read_faces(root, vid)` -> rows).
+
+    A real that copies another (a `reencode` at some quality: it names its original as
+    `source_video_id`) is left out: the gallery holds each real video once, so the copy is
+    never a wrong "nearest" of the original's own person."""
     gallery = {}
     for v in videos:
-        if v.get("label") == "real" and v.get("status") == "ok":
+        if v.get("label") == "real" and v.get("status") == "ok" and not v.get("source_video_id"):
             ident = video_identity(read_faces(Path(root), v["video_id"]))
             if ident is not None:
                 gallery[v["video_id"]] = ident

@@ -10,7 +10,9 @@ from dfpipe.pipeline.synth.blend import BLENDS
 from dfpipe.pipeline.synth.colour import MODES as COLOUR_MODES
 from dfpipe.pipeline.video.writing import QUALITY_CRF
 
-METHODS = ("swap", "reenact", "self-blend", "external")
+#: `reencode` is no fake: each real video's main track at the fakes' qualities (label real),
+#: so a benchmark's reals go through the same encoder as its fakes and compression is no cue
+METHODS = ("swap", "reenact", "self-blend", "external", "reencode")
 #: how swap / reenact fakes pick (target, source): random, similar-looking different people
 #: (face descriptors), or a CSV (--pairs-file)
 PAIRINGS = ("random", "similar", "file")
@@ -29,7 +31,7 @@ class SynthConfig:
     (0 = placed by the landmarks alone; see synth/motion.py). `per_video` caps the frames changed in each fake (from the start of the target track);
     None changes the whole track. `pairs` is the number of swap fakes (ignored when a pairs
     file is given); `self-blend` makes one fake per real track; `external` one per
-    generator folder.
+    generator folder; `reencode` one real copy per real video's main track and quality.
     """
 
     method: str = "swap"

@@ -104,7 +104,7 @@ def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
             if error:
                 j.error = ("bad_input", f"pairs file row {i + 1}: {error}")
             jobs.append(j)
-    elif config.method == "self-blend":
+    elif config.method in ("self-blend", "reencode"):
         if not usable:
             raise ValueError(f"{ds}: no real track has >= {config.min_track_faces} faces")
         for ref in sorted(main_tracks(usable).values(), key=lambda r: r.video_id):
@@ -344,7 +344,18 @@ def _meta(job: FakeJob, config: SynthConfig, quality: str, **extra: Any) -> str:
         **job.note,
         **extra,
     }
+    if config.method == "reencode":  # the same person as the real it copies
+        meta.update(_people((job.frames_row or {}).get("meta")))
     return json.dumps(meta, sort_keys=True)
+
+
+def _people(meta: object) -> dict[str, Any]:
+    """`identity` / `identities` of a real video's meta (named by `dfpipe build`'s splits)."""
+    try:
+        parsed = json.loads(meta) if isinstance(meta, str) else {}
+    except json.JSONDecodeError:
+        return {}
+    return {k: parsed[k] for k in ("identity", "identities") if isinstance(parsed, dict) and k in parsed}
 
 
 def _base_row(job: FakeJob, config: SynthConfig, quality: str) -> dict[str, Any]:
@@ -353,15 +364,16 @@ def _base_row(job: FakeJob, config: SynthConfig, quality: str) -> dict[str, Any]
     identity = job.pair.source.video_id if job.pair and job.pair.source else None
     if config.method == "self-blend":
         identity = frames_id
+    real = config.method == "reencode"  # the real video at this quality: lineage, no target
     return {
         "video_id": video_id(job.key, quality),
         "path": _rel_video_path(job.key, quality),
-        "label": "fake",
+        "label": "real" if real else "fake",
         "dataset": frames.get("dataset"),
-        "method": config.method,
+        "method": None if real else config.method,
         "compression": quality,
         "source_video_id": frames_id,
-        "target_video_id": identity,
+        "target_video_id": None if real else identity,
         "split": frames.get("split"),
     }
 
@@ -381,18 +393,19 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     expect_steps(info.n_frames + len(config.qualities) * len(plan.rows))
     crop_size = int(rows[0]["size"])
     rng = np.random.default_rng(job.seed)
-    generator = _generator(job, config, ds, plan, crop_size, rng)
-    composer = Composer(
-        generator, rng, config.blend, config.colour, config.region, config.mask_warp, config.deform,
+    composer = None if config.method == "reencode" else Composer(  # reencode: every frame as it is
+        _generator(job, config, ds, plan, crop_size, rng), rng, config.blend, config.colour, config.region,
+        config.mask_warp, config.deform,
         harmonizer(config.harmonizer, config.device) if config.blend == "dovenet" else None, job.seed,
         # SBI's random blend ratio suits self-blending; a swapped face is pasted opaque
         blend_ratio=None if config.method == "self-blend" else 1.0,
     )
+    generator = composer.generator if composer is not None else None
 
     masks: dict[int, bytes] = {}
     n_written = 0
 
-    prepare = getattr(generator, "prepare_frames", None)
+    prepare = getattr(generator, "prepare_frames", None) if generator is not None else None
 
     def fake_frames():
         nonlocal n_written
@@ -403,7 +416,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
                 prepare([(f.index, f.image, plan.landmarks[f.index]) for f in chunk if f.index in plan.landmarks])
             for frame in chunk:
                 image = frame.image
-                if frame.index in plan.landmarks:
+                if composer is not None and frame.index in plan.landmarks:
                     image, mask = composer(image, frame.index, plan.landmarks[frame.index])
                     if frame.index in plan.rows:
                         masks[frame.index] = encode_mask(warp_crop(mask, plan.rows[frame.index]["matrix"], crop_size))
@@ -458,9 +471,9 @@ def _face_rows(path: Path, job: FakeJob, config: SynthConfig, quality: str, plan
             "timestamp": frame.timestamp,
             "image_format": config.image_format,
             "image": encode_image(crop, config.image_format),
-            "mask": masks[frame.index],
-            "mask_source": "synth",
-            "label": "fake",
+            "mask": masks.get(frame.index),
+            "mask_source": "synth" if frame.index in masks else None,
+            "label": "real" if config.method == "reencode" else "fake",
             "split": split,
         })
     return out
