@@ -146,3 +146,23 @@ def test_a_weak_blend_mask_is_drawn_too():
     out = overlay(thumb, encode_mask(mask))
     assert (out[24:40, 24:40, 0] > 150).all() and (out[:10, :10] == 120).all()
     assert (overlay(thumb, encode_mask(np.zeros((64, 64), np.uint8))) == thumb).all()
+
+
+def test_a_removed_plan_is_refused_then_its_fakes_are_deleted(tmp_path, videos_dir):
+    """build.json remembers each step's outputs: a plan gone from the recipe takes its fakes along."""
+    import json
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: t\nsources: [{{reals: {videos_dir}, name: shared}}]\n")
+    out = tmp_path / "b"
+    old = out / "fakes" / "swap-old"
+    old.mkdir(parents=True)
+    (out / "build.json").write_text(json.dumps({"steps": {"synth:swap-old": {
+        "digest": "0", "status": "done", "outputs": [str(old)]}}}))
+    with pytest.raises(BuildError, match="synth:swap-old left the recipe") as info:
+        build(recipe, out, only="ingest", progress=False)
+    assert info.value.code == 2 and old.is_dir()
+    report = build(recipe, out, only="ingest", rebuild_changed=True, progress=False)
+    assert not old.exists() and [s.status for s in report.steps][:2] == ["built", "not selected"]
+    state = json.loads((out / "build.json").read_text())
+    assert set(state["steps"]) == {"ingest:shared"} and state["steps"]["ingest:shared"]["figures"]["written"] == 2

@@ -37,7 +37,7 @@ def test_a_five_line_recipe_gets_the_stages_defaults(tmp_path):
     ("name: x\nsources: [{folders: nowhere}]\n", "sources[0].folders: no such file or folder"),
     ("name: x\nsources: [{folders: videos, splits: videos}]\n", "sources[0]: compression and splits apply to ff++"),
     ("name: x\nsources: [{folders: videos}]\nsynthesis: [{method: swap}, {method: selfblend}]\n",
-     "synthesis[1]: method must be one of swap, reenact, self-blend, external; got 'selfblend'"),
+     "synthesis[1]: method must be one of swap, reenact, self-blend, external, reencode; got 'selfblend'"),
     ("name: x\nsources: [{folders: videos}]\nsynthesis: [{method: swap, count: 3, pairs: 3}]\n",
      "synthesis[0]: give count or pairs, not both"),
     ("name: x\nsources: [{folders: videos}]\nsynthesis: [{method: self-blend, count: 3}]\n",
@@ -100,6 +100,6 @@ def test_the_shipped_examples_load(tmp_path, name):
     recipe = parse_recipe(raw, EXAMPLES / name)
     assert recipe.sources and recipe.detectors and recipe.synthesis
     if name == "srdf.yaml":
-        pairs = {p.name: p.config.pairs for p in recipe.synthesis if p.config.method != "self-blend"}
+        pairs = {p.name: p.config.pairs for p in recipe.synthesis if p.config.method in ("swap", "reenact")}
         assert pairs == {"swap-alpha-lct": 1000, "swap-poisson-lct": 1000, "reenact-alpha-lct": 1000}
         assert {d.model for d in recipe.detectors} == {"m2tr", "mat"} and len(recipe.evaluate.external) == 2

@@ -205,15 +205,16 @@ def write_card(recipe: Recipe, lay: Layout, state: dict[str, Any]) -> tuple[Path
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    counts = counts_tables(lay.dataset)
-    leaks = identity_leaks(lay.dataset)
-    grids = sample_grids(lay.dataset, out / "samples")
+    from dfpipe.build.plan import plan_steps, training_set
+
+    shown = training_set(recipe, lay)  # what the detectors see; quality is of dataset/ (the fakes' sources)
+    counts = counts_tables(shown)
+    leaks = identity_leaks(shown)
+    grids = sample_grids(shown, out / "samples")
     quality, plots = quality_section(lay.dataset, out / "quality")
     overall, detail, cross, rocs = detector_tables(lay, recipe, out / "roc")
     ckpts = [checkpoint_of(lay, d.name) for d in recipe.detectors]
-    tsne, tsne_note = plot_tsne(lay.dataset, [c for c in ckpts if c.is_file()], out / "tsne.png")
-    from dfpipe.build.plan import plan_steps
-
+    tsne, tsne_note = plot_tsne(shown, [c for c in ckpts if c.is_file()], out / "tsne.png")
     timing = timing_table(state, [s.name for s in plan_steps(recipe, lay.out)])
     recipe_text = recipe.path.read_text()
     card = {

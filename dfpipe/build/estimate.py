@@ -21,20 +21,24 @@ from dfpipe.build.recipe import Recipe, Source
 #: probed videos per source; the others are assumed to be as long as these on average
 PROBE_AT_MOST = 40
 
-#: seconds per unit on a 2-core CPU, from `python bench/build.py` (the demo recipe)
+#: seconds per unit on a 2-core CPU: `python bench/build.py` on the demo recipe, 3 Dec 2026
+#: (docs/benchmarks.md); tiny detectors, so `train` underestimates paper-size models
 CPU_RATES = {
-    "ingest": ("videos", 0.02),
-    "extract": ("sampled frames", 0.12),
-    "synth": ("fake frames", 0.35),
+    "ingest": ("videos", 0.01),
+    "extract": ("sampled frames", 0.18),
+    "splits": ("videos", 0.22),
+    "synth": ("fake frames", 0.37),
     "merge": ("videos", 0.01),
-    "masks": ("fake videos", 0.2),
-    "quality": ("fake frames", 0.25),
-    "splits": ("videos", 0.05),
-    "train": ("face-epochs", 0.03),
-    "external": ("sampled frames", 0.12),
-    "evaluate": ("faces", 0.01),
-    "card": ("cards", 20.0),
+    "masks": ("fake videos", 0.39),
+    "quality": ("fake frames", 0.36),
+    "train": ("face-epochs", 0.031),
+    "external": ("sampled frames", 0.18),
+    "evaluate": ("faces", 0.08),
+    "card": ("cards", 5.2),
 }
+#: paper-size detectors on the same CPU, s per face-epoch: a batch-4 step of M2TR @320 takes
+#: 5.32 s and MAT @380 4.67 s (bench/train_step.py, docs/benchmarks.md, issue 6)
+CPU_TRAIN_FULL = {"m2tr": 5.32 / 4, "mat": 4.67 / 4}
 
 
 @dataclass
@@ -118,9 +122,10 @@ def estimate_steps(recipe: Recipe, out: Path, steps: list[Step], done: dict[str,
             "extract": lambda: sampled,
             "synth": lambda: fakes_per_plan.get(name, 0) * per_real,
             "merge": lambda: videos + sum(fakes_per_plan.values()),
+            "benchmark": lambda: videos + sum(fakes_per_plan.values()),
             "masks": lambda: fakes,
             "quality": lambda: fakes * per_real,
-            "splits": lambda: videos + sum(fakes_per_plan.values()),
+            "splits": lambda: videos,
             "train": lambda: 0.8 * faces * _epochs(recipe, name),
             "external": lambda: work[name].sampled if name in work else 0,
             "evaluate": lambda: faces * 0.1 * len(recipe.evaluate.splits)
@@ -128,19 +133,33 @@ def estimate_steps(recipe: Recipe, out: Path, steps: list[Step], done: dict[str,
             "card": lambda: 1,
         }[kind]()
     measured: dict[str, float] = {}
+    measured_steps: dict[str, float] = {}
     for step in steps:
         entry = done.get(step.name, {})
         if entry.get("status") == "done" and units[step.name] and entry.get("seconds"):
             measured.setdefault(step.group, entry["seconds"] / units[step.name])
+            measured_steps[step.name] = entry["seconds"] / units[step.name]
     out_: dict[str, Estimate] = {}
     for step in steps:
         unit, rate = CPU_RATES[step.group]
         basis = "CPU rate"
-        if step.group in measured:
+        if step.group == "train":
+            rate, basis = _train_rate(recipe, step.name.partition(":")[2], rate)
+        if step.group in measured and step.group != "train":
             rate, basis = measured[step.group], "measured here"
+        if step.name in measured_steps:
+            rate, basis = measured_steps[step.name], "measured here"
         n = units[step.name]
         out_[step.name] = Estimate(round(n, 1), unit, None if n is None else round(n * rate, 1), basis)
     return out_
+
+
+def _train_rate(recipe: Recipe, name: str, tiny_rate: float) -> tuple[float, str]:
+    """s per face-epoch of one detector: the tiny models' rate, or the paper-size one."""
+    for d in recipe.detectors:
+        if d.name == name and not (d.model.endswith("_tiny") or d.options.get("tiny")):
+            return CPU_TRAIN_FULL.get(d.model, tiny_rate), "CPU rate (paper size)"
+    return tiny_rate, "CPU rate"
 
 
 def _epochs(recipe: Recipe, name: str) -> int:

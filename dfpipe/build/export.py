@@ -50,7 +50,10 @@ class ExportSummary:
 
 
 def dataset_of(bench: Path) -> Path:
-    """The dataset directory of a build folder, or `bench` itself when it is one."""
+    """The dataset directory of a build folder (`benchmark/` when its reals were re-encoded,
+    else `dataset/`), or `bench` itself when it is one."""
+    if (bench / "benchmark" / "videos").is_dir():
+        return bench / "benchmark"
     if (bench / "dataset" / "videos").is_dir():
         return bench / "dataset"
     if (bench / "videos").is_dir():

@@ -1,8 +1,8 @@
 """The steps of a benchmark build, in order, with what each reads and writes.
 
 A step is one stage call on one output: `ingest:<source>`, `extract`, `splits`,
-`synth:<plan>`, `merge`, `masks`, `quality`, `train:<detector>`, `external:<source>`,
-`evaluate:<detector>`, `card`. Its digest covers the recipe sections it reads and the
+`synth:<plan>`, `merge`, `masks`, `quality`, `benchmark` (with a `reencode` plan),
+`train:<detector>`, `external:<source>`, `evaluate:<detector>`, `card`. Its digest covers the recipe sections it reads and the
 digests of the steps it needs, so a changed section changes every step downstream of it
 and nothing else. Its `output` is what a rebuild of the step deletes.
 """
@@ -34,6 +34,11 @@ class Layout:
     @property
     def dataset(self) -> Path:
         return self.out / "dataset"
+
+    @property
+    def benchmark(self) -> Path:
+        """What detectors see when the reals are re-encoded: `dataset/` without the raw reals."""
+        return self.out / "benchmark"
 
     @property
     def card(self) -> Path:
@@ -91,6 +96,9 @@ def plan_steps(recipe: Recipe, out: str | Path) -> list[Step]:
     if recipe.quality is not None:
         steps.append(Step("quality", "quality", ("quality",), ("masks",), (lay.dataset / "quality",)))
         last = "quality"
+    if reencodes_reals(recipe):
+        steps.append(Step("benchmark", "merge", (), (last,), (lay.benchmark,)))
+        last = "benchmark"
     trains = []
     for d in recipe.detectors:
         steps.append(Step(f"train:{d.name}", "train", (), (last,), (lay.run(d.name),),
@@ -107,6 +115,18 @@ def plan_steps(recipe: Recipe, out: str | Path) -> list[Step]:
         evals.append(steps[-1].name)
     steps.append(Step("card", "card", ("card", "name"), (last, *evals), (lay.card,)))
     return _with_digests(steps, recipe)
+
+
+def reencodes_reals(recipe: Recipe) -> bool:
+    """Whether a `reencode` plan puts the reals at the fakes' qualities."""
+    return any(p.config.method == "reencode" for p in recipe.synthesis)
+
+
+def training_set(recipe: Recipe, lay: Layout) -> Path:
+    """The dataset detectors train and are evaluated on: `benchmark/` when the reals are
+    re-encoded (the raw reals stay in `dataset/` as the fakes' sources for masks and
+    quality), else `dataset/`."""
+    return lay.benchmark if reencodes_reals(recipe) else lay.dataset
 
 
 def _own(value: object) -> str:

@@ -251,7 +251,7 @@ def _synthesis(value: Any, where: _Where) -> tuple[SynthPlan, ...]:
             if "pairs" in entry and config.method not in ("swap", "reenact"):
                 raise where.error(key, f"count applies to swap and reenact; {config.method} makes one fake per "
                                        "real video's main track")
-            parts = [config.method, config.blend, config.colour]
+            parts = [config.method] if config.method == "reencode" else [config.method, config.blend, config.colour]
             name = given_name if given_name and len(combos) == 1 else "-".join(
                 ([given_name] if given_name else []) + parts)
             plans.append(SynthPlan(name, config))

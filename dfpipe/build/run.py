@@ -118,8 +118,9 @@ def build(
         return _dry_run(recipe, out, steps, done, groups, changed)
     if (changed or gone) and not rebuild_changed:
         raise BuildError(_changed_message(recipe, steps, changed, gone, done), code=2)
-    for name in gone:
-        done.pop(name)
+    for name in gone:  # its outputs went with it (a removed plan's fakes, a removed detector's run)
+        for path in done.pop(name).get("outputs", []):
+            shutil.rmtree(path, ignore_errors=True)
     for step in changed:
         for path in step.outputs:
             shutil.rmtree(path, ignore_errors=True)
@@ -139,6 +140,10 @@ def build(
             if step.group == "card":  # the card shows the provenance: record it first
                 _record_provenance(recipe, out, state)
                 _write_state(out, state)
+            # recorded before it runs, so a stopped step whose recipe entry changes is seen too
+            done[step.name] = {"digest": step.digest, "status": "running", "outputs": [str(p) for p in step.outputs]}
+            state["steps"] = done
+            _write_state(out, state)
             started = time.perf_counter()
             try:
                 figures = run_step(step, recipe, Layout(out), state, workers=workers, scheduler=scheduler,
@@ -149,8 +154,8 @@ def build(
                 raise BuildError(f"step {step.name} failed: {exc}\n(fix it and re-run the same command: "
                                  "finished steps and items are kept)") from exc
             seconds = round(time.perf_counter() - started, 2)
-            done[step.name] = {"digest": step.digest, "status": "done", "seconds": seconds, "figures": figures,
-                               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            done[step.name].update(status="done", seconds=seconds, figures=figures,
+                                   finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             state["steps"] = done
             _record_provenance(recipe, out, state)
             _write_state(out, state)
@@ -177,15 +182,16 @@ def _check_only(steps: list[Step], done: dict[str, Any], groups: tuple[str, ...]
 
 def _changed_message(recipe: Recipe, steps: list[Step], changed: list[Step], gone: list[str],
                      done: dict[str, Any]) -> str:
-    names = ", ".join(s.name for s in changed) + (", " if changed and gone else "") + ", ".join(gone)
-    first = changed[0] if changed else None
-    why = ""
-    if first is not None:
-        sections = [s for s in first.sections] or [first.group]
-        why = f" (first: {first.name}, which reads the recipe's {', '.join(sections)})"
-    return (f"{recipe.path}: the recipe changed since this build: {names} would be built again{why}. "
-            "Re-run with --rebuild-changed to delete and rebuild them (other steps are kept), "
-            "or build into a new --out.")
+    parts = []
+    if changed:
+        first = changed[0]
+        sections = list(first.sections) or [first.group]
+        parts.append(f"{', '.join(s.name for s in changed)} would be built again (first: {first.name}, which reads "
+                     f"the recipe's {', '.join(sections)})")
+    if gone:
+        parts.append(f"{', '.join(gone)} left the recipe (their outputs would be deleted)")
+    return (f"{recipe.path}: the recipe changed since this build: {'; '.join(parts)}. Re-run with --rebuild-changed "
+            "to do so (other steps are kept), or build into a new --out.")
 
 
 def _dry_run(recipe: Recipe, out: Path, steps: list[Step], done: dict[str, Any], groups, changed) -> BuildReport:

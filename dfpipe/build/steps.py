@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dfpipe.build.plan import Layout, Step
+from dfpipe.build.plan import Layout, Step, training_set
 from dfpipe.build.recipe import Recipe, Source
 
 
@@ -40,6 +40,14 @@ def run_step(step: Step, recipe: Recipe, lay: Layout, state: dict[str, Any], wor
         if leaks:  # a bug, never the data's fault: stop before training on it
             raise RuntimeError(f"identity leak in the merged benchmark: {'; '.join(leaks[:5])}")
         return {"added": merged.added, "kept": merged.kept}
+    if kind == "benchmark":
+        from dfpipe.manifests.merge import merge_datasets
+        from dfpipe.manifests.parts import part_keys
+
+        raw = part_keys(lay.reals, "videos")
+        picked = merge_datasets([lay.dataset], lay.benchmark,
+                                keep=lambda _ds, row: not (row["label"] == "real" and row["video_id"] in raw))
+        return {"added": picked.added, "kept": picked.kept, "left out": "the raw reals (re-encoded copies stay)"}
     if kind == "masks":
         from dfpipe.pipeline.masks import masks
 
@@ -61,7 +69,7 @@ def run_step(step: Step, recipe: Recipe, lay: Layout, state: dict[str, Any], wor
         return {"videos": summary.videos, "identities": summary.identities, "groups": summary.groups,
                 "described": summary.described, "notes": summary.notes}
     if kind == "train":
-        return train_detector(_by_name(recipe.detectors, name), lay, progress)
+        return train_detector(_by_name(recipe.detectors, name), recipe, lay, progress)
     if kind == "external":
         source = _by_name(recipe.evaluate.external, name)
         figures = ingest_source(source, lay.external(name))
@@ -122,12 +130,12 @@ def ingest_source(source: Source, out: Path) -> dict[str, Any]:
     return figures
 
 
-def train_detector(detector, lay: Layout, progress: bool) -> dict[str, Any]:
+def train_detector(detector, recipe: Recipe, lay: Layout, progress: bool) -> dict[str, Any]:
     """Train (or continue) one detector on the benchmark; `last.pt` makes it a resume."""
     from dfpipe.train.trainer import train
 
     out = lay.run(detector.name)
-    summary = train(lay.dataset, detector.model, out, resume=(out / "last.pt").is_file(), progress=progress,
+    summary = train(training_set(recipe, lay), detector.model, out, resume=(out / "last.pt").is_file(), progress=progress,
                     **dict(detector.options))
     keep = ("epochs", "steps", "best", "seconds", "n_train", "n_val", "device", "notes")
     return {k: summary[k] for k in keep if summary and k in summary}
@@ -146,7 +154,7 @@ def evaluate_detector(detector, recipe: Recipe, lay: Layout, progress: bool) -> 
     from dfpipe.train.evaluate import evaluate
 
     ckpt = checkpoint_of(lay, detector.name)
-    targets = [(split, lay.dataset, split) for split in recipe.evaluate.splits]
+    targets = [(split, training_set(recipe, lay), split) for split in recipe.evaluate.splits]
     targets += [(f"external-{s.name}", lay.external(s.name), "all") for s in recipe.evaluate.external]
     figures: dict[str, Any] = {}
     for label, dataset, split in targets:

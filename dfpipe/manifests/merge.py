@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from dfpipe.manifests.ids import relative_path
 from dfpipe.manifests.parts import part_path, read_table, rows_to_table, write_part_atomic
@@ -43,8 +43,10 @@ def link_or_copy(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def merge_datasets(inputs: Sequence[str | Path], out: str | Path) -> MergeSummary:
-    """Gather the videos and faces of the dataset directories `inputs` into `out`."""
+def merge_datasets(inputs: Sequence[str | Path], out: str | Path,
+                   keep: Callable[[Path, dict], bool] | None = None) -> MergeSummary:
+    """Gather the videos and faces of the dataset directories `inputs` into `out`; `keep`
+    (input, videos row) -> bool leaves out the videos it refuses."""
     out = Path(out)
     inputs = [Path(p) for p in inputs]
     for ds in inputs:
@@ -62,7 +64,7 @@ def merge_datasets(inputs: Sequence[str | Path], out: str | Path) -> MergeSummar
     for ds in inputs:
         for row in read_table(ds, "videos", VIDEOS_SCHEMA).to_pylist():
             vid = row["video_id"]
-            if vid in done:
+            if vid in done or (keep is not None and not keep(ds, row)):
                 continue
             if vid not in chosen or (chosen[vid][1]["status"] != "ok" and row["status"] == "ok"):
                 chosen[vid] = (ds, row)
