@@ -15,16 +15,17 @@ def build(
     out: Path = typer.Option(..., "--out", help="The benchmark folder: one dataset directory per stage, build.json, card/."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (steps, work, estimated time) and stop."),
     only: Optional[str] = typer.Option(None, help="Build only these step groups, comma-separated: ingest, extract, "
-                                                  "synth, merge, masks, quality, splits, train, external, evaluate, card."),
+                                                  "splits, synth, merge (and benchmark), masks, quality, train, external, "
+                                                  "evaluate, card. What they need must be built already."),
     rebuild_changed: bool = typer.Option(False, "--rebuild-changed", help="Delete and rebuild the steps a changed "
                                                                          "recipe section touches (default: refuse)."),
     workers: Optional[int] = typer.Option(None, help="Worker processes of each stage's local Dask cluster (default: one per core; 0 = serial)."),
     scheduler: Optional[str] = typer.Option(None, help="An existing Dask scheduler, e.g. tcp://host:8786."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Build a whole benchmark from one recipe: ingest, extract, synthesize, merge, masks,
-    quality, identity splits, train and evaluate the detectors, and write the dataset card
-    (OUT/card/index.html and card.md).
+    """Build a whole benchmark from one recipe: ingest, extract, split by identity,
+    synthesize, merge, masks, quality, train and evaluate the detectors, and write the
+    dataset card (OUT/card/index.html and card.md).
 
     Re-running the same command resumes: finished steps are skipped and a step that was
     stopped continues item by item. A recipe section changed since is refused by name
@@ -115,8 +116,8 @@ def export(
     out: Path = typer.Option(..., "--out", help="A new folder for the export."),
     faces_per_file: int = typer.Option(2000, help="Faces per Parquet file or tar shard."),
 ) -> None:
-    """Export a benchmark's faces for sharing: Parquet that `datasets.load_dataset("parquet",
-    data_dir=OUT)` or the Hub loads with image and label features, or WebDataset shards.
+    """Export a benchmark's faces for sharing: Parquet that `datasets.load_dataset(OUT)`
+    or the Hub loads with image and label features, or WebDataset shards.
 
     The crops are written as stored (no re-encoding), a file per split and chunk, with each
     face's label, video, method, compression, split and identity. Exit status 0 when
