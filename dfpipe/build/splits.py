@@ -14,7 +14,6 @@ and their group follows them.
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,6 @@ from dfpipe.manifests.parts import part_path, read_table, rows_to_table, write_p
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 from dfpipe.pipeline.synth.pairing import TrackRef
 from dfpipe.train.splits import DEFAULT_FRACTIONS, assign_splits, video_groups
-
-log = logging.getLogger(__name__)
 
 #: a real track needs this many faces to be described (a stray detection names nobody)
 MIN_TRACK_FACES = 2
@@ -131,8 +128,7 @@ def _with_given(links: pd.DataFrame, given: dict[str, str]) -> pd.DataFrame:
     """The link rows with each video's given split, as assign_splits reads them."""
     out = links.copy()
     out["split"] = out["video_id"].map(given)
-    out["label"] = None
-    return out.drop(columns="label")
+    return out
 
 
 def identity_leaks(dataset: str | Path) -> list[str]:

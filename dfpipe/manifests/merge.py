@@ -6,7 +6,7 @@ dataset per synthesis plan. `merge_datasets` gathers their `videos/` and `faces/
 elsewhere), its `videos/` row re-rooted so its `path` still reaches the file, and written
 last, as the video's completion marker. A video id met twice (the reals each plan carries
 along) is taken once, from the first input that has it extracted. Re-running adds what the
-inputs gained since; later stages (masks, quality, splits) then run on `out` itself.
+inputs gained since; later stages (masks, quality) then run on `out` itself.
 """
 
 from __future__ import annotations

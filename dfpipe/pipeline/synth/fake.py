@@ -405,7 +405,7 @@ def _make(job: FakeJob, config: SynthConfig, ds: Path, out: Path) -> tuple[list[
     masks: dict[int, bytes] = {}
     n_written = 0
 
-    prepare = getattr(generator, "prepare_frames", None) if generator is not None else None
+    prepare = getattr(generator, "prepare_frames", None)
 
     def fake_frames():
         nonlocal n_written
