@@ -166,3 +166,11 @@ def test_a_removed_plan_is_refused_then_its_fakes_are_deleted(tmp_path, videos_d
     assert not old.exists() and [s.status for s in report.steps][:2] == ["built", "not selected"]
     state = json.loads((out / "build.json").read_text())
     assert set(state["steps"]) == {"ingest:shared"} and state["steps"]["ingest:shared"]["figures"]["written"] == 2
+
+
+def test_a_source_is_its_resolved_folder_not_its_spelling(tmp_path):
+    """`videos` next to the recipe and its absolute path are one source: nothing changes."""
+    before = _digests(_recipe(tmp_path), tmp_path / "b")
+    spelled = _digests(_recipe(tmp_path, BASE.replace("{reals: videos}", f"{{reals: {tmp_path / 'videos'}}}"),
+                               "abs.yaml"), tmp_path / "b")
+    assert spelled == before

@@ -81,7 +81,8 @@ def plan_steps(recipe: Recipe, out: str | Path) -> list[Step]:
     steps: list[Step] = []
     ingests = []
     for s in recipe.sources:
-        steps.append(Step(f"ingest:{s.name}", "ingest", ("sources",), (), (lay.source(s.name),)))
+        # a source by its resolved root, so `videos/` and `/abs/videos` are one source
+        steps.append(Step(f"ingest:{s.name}", "ingest", (), (), (lay.source(s.name),), _own(s)))
         ingests.append(steps[-1].name)
     steps.append(Step("extract", "extract", ("extract",), tuple(ingests), (lay.reals,)))
     # splits come before synthesis: a swap pairs two people of one split, so no fake ties splits together
@@ -106,12 +107,12 @@ def plan_steps(recipe: Recipe, out: str | Path) -> list[Step]:
         trains.append(steps[-1].name)
     externals = []
     for s in recipe.evaluate.external:
-        steps.append(Step(f"external:{s.name}", "external", ("evaluate", "extract"), (), (lay.external(s.name),)))
+        steps.append(Step(f"external:{s.name}", "external", ("extract",), (), (lay.external(s.name),), _own(s)))
         externals.append(steps[-1].name)
     evals = []
     for d, t in zip(recipe.detectors, trains):
-        steps.append(Step(f"evaluate:{d.name}", "evaluate", ("evaluate",), (t, *externals),
-                          (lay.evaluation(d.name),)))
+        steps.append(Step(f"evaluate:{d.name}", "evaluate", (), (t, *externals), (lay.evaluation(d.name),),
+                          _own(list(recipe.evaluate.splits))))
         evals.append(steps[-1].name)
     steps.append(Step("card", "card", ("card", "name"), (last, *evals), (lay.card,)))
     return _with_digests(steps, recipe)

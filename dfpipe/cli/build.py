@@ -34,30 +34,29 @@ def build(
     """
     from dfpipe.build.plan import parse_only
     from dfpipe.build.recipe import RecipeError, load_recipe
-    from dfpipe.build.run import BuildError
-    from dfpipe.build.run import build as run_build
+    from dfpipe.build.run import BuildError, build
 
     try:
-        parsed = load_recipe(recipe)
+        recipe = load_recipe(recipe)
         parse_only(only)
     except (RecipeError, ValueError) as exc:
         fail(str(exc))
-    if dry_run:
-        try:
-            report = run_build(parsed, out, only=only, dry_run=True)
-        except (BuildError, ValueError) as exc:
-            fail(str(exc))
-        _print_plan(report)
-        return
-    console.print(f"[bold]build[/] {parsed.name} -> {out}")
+    if not dry_run:
+        console.print(f"[bold]build[/] {recipe.name} -> {out}")
+    on_step = None if dry_run else print_step
     try:
-        report = run_build(parsed, out, only=only, rebuild_changed=rebuild_changed, workers=workers,
-                           scheduler=scheduler, progress=progress, on_step=print_step)
+        report = build(recipe, out, only=only, dry_run=dry_run, rebuild_changed=rebuild_changed, workers=workers,
+                       scheduler=scheduler, progress=progress, on_step=on_step)
     except BuildError as exc:
         fail(str(exc), exc.code)
+    except ValueError as exc:
+        fail(str(exc))
+    if dry_run:
+        print_plan(report)
+        return
     print_steps(report)
-    if (out / "card" / "index.html").is_file():
-        console.print(f"card: {out / 'card' / 'index.html'}  |  {out / 'card' / 'card.md'}")
+    if report.card.is_file():
+        console.print(f"card: {report.card}  |  {report.card.with_name('card.md')}")
 
 
 def print_step(step) -> None:
@@ -84,7 +83,7 @@ def _figures(figures: dict) -> str:
     return ", ".join(f"{k} {figures[k]}" for k in keys if k in figures)[:70]
 
 
-def _print_plan(report) -> None:
+def print_plan(report) -> None:
     from rich.table import Table
 
     from dfpipe.build.estimate import fmt_seconds
@@ -116,22 +115,21 @@ def export(
     out: Path = typer.Option(..., "--out", help="A new folder for the export."),
     faces_per_file: int = typer.Option(2000, help="Faces per Parquet file or tar shard."),
 ) -> None:
-    """Export a benchmark's faces for sharing: Parquet that `datasets.load_dataset(OUT)`
-    or the Hub loads with image and label features, or WebDataset shards.
+    """Export a benchmark's faces for sharing: Hugging Face Parquet with image and
+    label features (`datasets.load_dataset(OUT)`, or the Hub), or WebDataset shards.
 
     The crops are written as stored (no re-encoding), a file per split and chunk, with each
     face's label, video, method, compression, split and identity. Exit status 0 when
     written, 2 on a bad argument (nothing written).
     """
-    from dfpipe.build.export import FORMATS
-    from dfpipe.build.export import export as run_export
+    from dfpipe.build.export import FORMATS, export
 
     if format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if faces_per_file < 1:
         fail("--faces-per-file must be at least 1")
     try:
-        summary = run_export(bench, format, out, faces_per_file)
+        summary = export(bench, format, out, faces_per_file)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     faces = ", ".join(f"{s} {n}" for s, n in summary.faces.items())
