@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "dfpipe.cli.synthesize",
     "dfpipe.cli.harmonizer",
     "dfpipe.cli.build",
+    "dfpipe.cli.merge",
 ]
 
 
