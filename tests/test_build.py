@@ -174,3 +174,33 @@ def test_a_source_is_its_resolved_folder_not_its_spelling(tmp_path):
     spelled = _digests(_recipe(tmp_path, BASE.replace("{reals: videos}", f"{{reals: {tmp_path / 'videos'}}}"),
                                "abs.yaml"), tmp_path / "b")
     assert spelled == before
+
+
+def test_the_feature_spread_uses_resnet18_only_from_the_local_cache(tmp_path):
+    """With ResNet-18's weights in the Hugging Face cache the card's t-SNE uses them, read
+    from disk; without them it returns None (and never downloads)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import torch, timm
+from pathlib import Path
+from safetensors.torch import save_file
+snap = Path({str(tmp_path)!r}) / "models--timm--resnet18.a1_in1k" / "snapshots" / "abc"
+snap.mkdir(parents=True)
+(snap.parents[1] / "refs").mkdir()
+(snap.parents[1] / "refs" / "main").write_text("abc")
+torch.manual_seed(0)
+save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(snap / "model.safetensors"))
+from dfpipe.build.features import resnet18_features
+import numpy as np
+run = resnet18_features()
+print(run([np.zeros((128, 128, 3), np.uint8), np.full((96, 96, 3), 200, np.uint8)]).shape)
+"""
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "(2, 512)", out.stderr[-1500:]
+    empty = {**env, "HF_HUB_CACHE": str(tmp_path / "empty")}
+    none = subprocess.run([sys.executable, "-c", "from dfpipe.build.features import resnet18_features as f; print(f())"],
+                          env=empty, capture_output=True, text=True, timeout=300)
+    assert none.stdout.strip() == "None", none.stderr[-1500:]

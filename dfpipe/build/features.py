@@ -3,7 +3,7 @@
 A dataset whose fakes sit in their own tight cluster away from the reals is easy in a way
 real deepfakes are not; a good one spreads its fakes among the reals. Each video's vector
 is the mean over a few of its faces of, in order of preference: ImageNet ResNet-18's pooled
-features (when timm finds its weights offline), the trained detector's features (the input
+features (when its weights are in the Hugging Face cache; never downloaded), the trained detector's features (the input
 of its last linear layer), or dlib's identity descriptor. The plot's title says which.
 """
 
@@ -54,14 +54,24 @@ def sample_faces(dataset: str | Path, per_video: int = FACES_PER_VIDEO) -> tuple
     return meta.reset_index(drop=True), images
 
 
+#: timm's ImageNet ResNet-18, read from the Hugging Face cache only (never downloaded)
+RESNET18_HUB = ("timm/resnet18.a1_in1k", "model.safetensors")
+
+
 def resnet18_features() -> Callable[[list[np.ndarray]], np.ndarray] | None:
-    """ImageNet ResNet-18's pooled features, or None when its weights are not on this machine."""
+    """ImageNet ResNet-18's pooled features, or None when its weights are not in the local
+    Hugging Face cache: the card never fetches weights."""
     try:
         import timm
         import torch
+        from huggingface_hub import try_to_load_from_cache
 
-        model = timm.create_model("resnet18", pretrained=True, num_classes=0).eval()
-    except Exception:  # offline without a cached copy: the next feature source is used
+        path = try_to_load_from_cache(*RESNET18_HUB)
+        if not isinstance(path, str):
+            return None
+        model = timm.create_model("resnet18", pretrained=True, num_classes=0,
+                                  pretrained_cfg_overlay={"file": path}).eval()
+    except Exception:  # a damaged cache entry, an old timm: the next feature source is used
         return None
     return _torch_features(model, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch)
 

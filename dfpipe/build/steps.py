@@ -31,9 +31,8 @@ def run_step(step: Step, recipe: Recipe, lay: Layout, state: dict[str, Any], wor
         config = dataclasses.replace(plan.config, include_reals=False)  # the merge takes the reals once
         return _stage_figures(synthesize(lay.reals, lay.fakes(name), config, **run))
     if kind == "merge":
-        from dfpipe.manifests.merge import merge_datasets
-
         from dfpipe.build.splits import identity_leaks
+        from dfpipe.manifests.merge import merge_datasets
 
         merged = merge_datasets([lay.reals, *[lay.fakes(p.name) for p in recipe.synthesis]], lay.dataset)
         leaks = identity_leaks(lay.dataset)
@@ -154,13 +153,15 @@ def evaluate_detector(detector, recipe: Recipe, lay: Layout, progress: bool) -> 
     from dfpipe.train.evaluate import evaluate
 
     ckpt = checkpoint_of(lay, detector.name)
+    opts = detector.options  # evaluated as it trained: same device, batch, loader workers, precision
+    run = dict(batch=int(opts.get("batch", 32)), workers=int(opts.get("workers", 2)), device=opts.get("device"),
+               amp=bool(opts.get("amp", True)), progress=progress)
     targets = [(split, training_set(recipe, lay), split) for split in recipe.evaluate.splits]
     targets += [(f"external-{s.name}", lay.external(s.name), "all") for s in recipe.evaluate.external]
     figures: dict[str, Any] = {}
     for label, dataset, split in targets:
         try:
-            result = evaluate(ckpt, dataset, split, report=lay.evaluation(detector.name) / label, progress=progress,
-                              workers=0)
+            result = evaluate(ckpt, dataset, split, report=lay.evaluation(detector.name) / label, **run)
         except DataError as exc:
             figures[label] = {"skipped": str(exc)}
             continue
