@@ -10,8 +10,9 @@
   such shards back (`train/shards.py`).
 
 Faces are written in video order, the bytes as stored: no re-encoding, so an export is
-exactly the benchmark's crops. BENCH is a build folder (its `dataset/` and `card/`) or a
-dataset directory.
+exactly the benchmark's crops. Each face's split is the one training would use (given, or
+made by source group). BENCH is a build folder (its `benchmark/` or `dataset/`, and
+`card/`) or a dataset directory.
 """
 
 from __future__ import annotations
@@ -71,18 +72,31 @@ def _videos(dataset: Path) -> dict[str, dict]:
     return out
 
 
-def iter_faces(dataset: Path) -> Iterator[dict]:
-    """Every labelled face with its video's columns, one faces part at a time."""
+def face_splits(dataset: Path) -> dict[str, tuple[str, str]]:
+    """face_id -> (label, split) of every labelled face, from the index columns only. Splits
+    are resolved as training resolves them (`train.data.load_index`, seed 0: the given ones,
+    else by source group), so an export and a training run on it agree."""
+    from dfpipe.train.data import DataError, load_index
+
+    try:
+        table = load_index(dataset).table
+    except DataError as exc:
+        raise ValueError(str(exc)) from exc
+    table = table[table["label"].isin(LABELS)]
+    return dict(zip(table["face_id"], zip(table["label"], table["split"])))
+
+
+def iter_faces(dataset: Path, resolved: dict[str, tuple[str, str]]) -> Iterator[dict]:
+    """Every face of `resolved` with its video's columns, one faces part at a time."""
     videos = _videos(dataset)
     for part in list_parts(dataset, "faces"):
         names = pq.ParquetFile(part).schema_arrow.names
         table = pq.read_table(part, columns=[c for c in _FACE_COLUMNS if c in names])
         for face in table.to_pylist():
-            video = videos.get(face["video_id"], {})
-            label = face.get("label") if face.get("label") in LABELS else video.get("label")
-            if label not in LABELS:
+            if face["face_id"] not in resolved:
                 continue
-            split = face.get("split") or video.get("split") or "train"
+            label, split = resolved[face["face_id"]]
+            video = videos.get(face["video_id"], {})
             yield {**face, "label": label, "split": split, "method": video.get("method"),
                    "compression": video.get("compression"), "identity": video.get("identity"),
                    "dataset": video.get("dataset"), "source_video_id": video.get("source_video_id"),
@@ -90,23 +104,39 @@ def iter_faces(dataset: Path) -> Iterator[dict]:
 
 
 def export(bench: str | Path, format: str, out: str | Path, faces_per_file: int = FACES_PER_FILE) -> ExportSummary:
-    """Write the benchmark's faces under `out` as `format` (see the module docstring)."""
+    """Write the benchmark's faces under `out` as `format` (see the module docstring).
+
+    Faces stream through: a file's worth per split is held at a time, never the dataset."""
+    from collections import Counter
+
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     bench, out = Path(bench), Path(out)
     dataset = dataset_of(bench)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty: export into a new folder")
+    resolved = face_splits(dataset)
+    counts = Counter(split for _, split in resolved.values())
+    summary = ExportSummary(out, format, dict(sorted(counts.items())))
+    n_files = {s: -(-n // faces_per_file) for s, n in counts.items()}
     out.mkdir(parents=True, exist_ok=True)
-    by_split: dict[str, list[dict]] = {}
-    for face in iter_faces(dataset):
-        by_split.setdefault(face["split"], []).append(face)
-    summary = ExportSummary(out, format, {s: len(f) for s, f in sorted(by_split.items())})
     writer = _write_hf if format == "hf" else _write_shards
-    for split, faces in sorted(by_split.items()):
-        chunks = [faces[i:i + faces_per_file] for i in range(0, len(faces), faces_per_file)]
-        for i, chunk in enumerate(chunks):
-            summary.files.append(writer(out, split, i, len(chunks), chunk))
+    buffers: dict[str, list[dict]] = {s: [] for s in counts}
+    written: dict[str, int] = {s: 0 for s in counts}
+
+    def flush(split: str) -> None:
+        summary.files.append(writer(out, split, written[split], n_files[split], buffers[split]))
+        written[split] += 1
+        buffers[split] = []
+
+    for face in iter_faces(dataset, resolved):
+        buffers[face["split"]].append(face)
+        if len(buffers[face["split"]]) >= faces_per_file:
+            flush(face["split"])
+    for split in sorted(buffers):
+        if buffers[split]:
+            flush(split)
+    summary.files.sort()
     if format == "hf":
         _write_readme(bench, out, summary)
     return summary
