@@ -249,7 +249,7 @@ def _synthesis(value: Any, where: _Where) -> tuple[SynthPlan, ...]:
         for combo in combos:
             config = where.build(key, SynthConfig, {**entry, **combo})
             if "pairs" in entry and config.method not in ("swap", "reenact"):
-                raise where.error(key, f"count applies to swap and reenact; {config.method} makes one fake per "
+                raise where.error(key, f"count applies to swap and reenact; {config.method} makes one video per "
                                        "real video's main track")
             parts = [config.method] if config.method == "reencode" else [config.method, config.blend, config.colour]
             name = given_name if given_name and len(combos) == 1 else "-".join(
