@@ -21,6 +21,7 @@ import pandas as pd
 
 from dfpipe.build.plan import Layout
 from dfpipe.build.recipe import Recipe
+from dfpipe.build.splits import identity_leaks, people_of
 from dfpipe.manifests.parts import read_table
 from dfpipe.manifests.schema import FACES_SCHEMA, VIDEOS_SCHEMA
 
@@ -46,7 +47,7 @@ def counts_tables(dataset: Path) -> dict[str, pd.DataFrame]:
     for split, rows in ok.groupby("split"):
         names = set()
         for meta in rows.loc[rows["label"] == "real", "meta"]:
-            names |= set(_people(meta))
+            names |= set(people_of(meta))
         people.append({"split": split, "identities": len(names), "videos": len(rows)})
     errors = videos[videos["status"] == "error"]
     error_table = errors.groupby(errors["error_code"].fillna("-")).size().rename("videos").reset_index()
@@ -54,19 +55,10 @@ def counts_tables(dataset: Path) -> dict[str, pd.DataFrame]:
             "identities": pd.DataFrame(people), "per identity": per_identity(ok), "errors": error_table}
 
 
-def _people(meta: object) -> list[str]:
-    """The people the splits step named in a real video's meta (`identities`)."""
-    try:
-        found = json.loads(meta).get("identities") if isinstance(meta, str) else None
-    except json.JSONDecodeError:
-        return []
-    return [p for p in found if isinstance(p, str)] if isinstance(found, list) else []
-
-
 def per_identity(videos: pd.DataFrame) -> pd.DataFrame:
     """A row per person: split, real videos, fakes shown on them (target) and made of them (source)."""
     reals = videos[videos["label"] == "real"]
-    person_of = {vid: _people(meta)[0] for vid, meta in zip(reals["video_id"], reals["meta"]) if _people(meta)}
+    person_of = {vid: people_of(meta)[0] for vid, meta in zip(reals["video_id"], reals["meta"]) if people_of(meta)}
     rows: dict[str, dict[str, Any]] = {}
     for r in videos.itertuples():
         if r.video_id in person_of:
@@ -198,7 +190,6 @@ def _items(figures: dict[str, Any]) -> Any:
 def write_card(recipe: Recipe, lay: Layout, state: dict[str, Any]) -> tuple[Path, Path]:
     """Write `card/index.html` and `card/card.md` from the build's outputs."""
     from dfpipe.build.features import plot_tsne
-    from dfpipe.build.splits import identity_leaks
     from dfpipe.build.steps import checkpoint_of
 
     out = lay.card

@@ -63,13 +63,10 @@ def dataset_of(bench: Path) -> Path:
 
 
 def _videos(dataset: Path) -> dict[str, dict]:
+    from dfpipe.build.splits import meta_of
+
     rows = read_table(dataset, "videos", VIDEOS_SCHEMA).to_pylist()
-    out = {}
-    for r in rows:
-        meta = json.loads(r["meta"]) if isinstance(r["meta"], str) and r["meta"].startswith("{") else {}
-        r["identity"] = meta.get("identity")
-        out[r["video_id"]] = r
-    return out
+    return {r["video_id"]: {**r, "identity": meta_of(r["meta"]).get("identity")} for r in rows}
 
 
 def face_splits(dataset: Path) -> dict[str, tuple[str, str]]:

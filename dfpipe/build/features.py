@@ -63,7 +63,6 @@ def resnet18_features() -> Callable[[list[np.ndarray]], np.ndarray] | None:
     Hugging Face cache: the card never fetches weights."""
     try:
         import timm
-        import torch
         from huggingface_hub import try_to_load_from_cache
 
         path = try_to_load_from_cache(*RESNET18_HUB)
@@ -73,7 +72,9 @@ def resnet18_features() -> Callable[[list[np.ndarray]], np.ndarray] | None:
                                   pretrained_cfg_overlay={"file": path}).eval()
     except Exception:  # a damaged cache entry, an old timm: the next feature source is used
         return None
-    return _torch_features(model, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch)
+    from dfpipe.train.data import ImageSpec
+
+    return _batched(model, ImageSpec(224, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
 
 
 def detector_features(checkpoint: str | Path) -> Callable[[list[np.ndarray]], np.ndarray] | None:
@@ -96,20 +97,12 @@ def detector_features(checkpoint: str | Path) -> Callable[[list[np.ndarray]], np
     captured: list[torch.Tensor] = []
     linears[-1].register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().flatten(1)))
 
-    def run(images: list[np.ndarray]) -> np.ndarray:
-        from dfpipe.train.data import resize_to, to_tensor
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        captured.clear()
+        model(batch)
+        return captured[-1]
 
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(images), 32):
-                batch = torch.stack([to_tensor(resize_to(im, spec.height, spec.width), spec)
-                                     for im in images[start:start + 32]])
-                captured.clear()
-                model(batch)
-                out.append(captured[-1].float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
-
-    return run
+    return _batched(forward, spec)
 
 
 def identity_features() -> Callable[[list[np.ndarray]], np.ndarray] | None:
@@ -132,17 +125,19 @@ def identity_features() -> Callable[[list[np.ndarray]], np.ndarray] | None:
     return run
 
 
-def _torch_features(model, size: int, mean, std, torch) -> Callable[[list[np.ndarray]], np.ndarray]:
-    from dfpipe.train.data import ImageSpec, resize_to, to_tensor
+def _batched(forward: Callable, spec) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """Crops -> features: resized and normalised as `spec` says, 32 at a time, no gradients."""
+    import torch
 
-    spec = ImageSpec(size, size, tuple(mean), tuple(std))
+    from dfpipe.train.data import resize_to, to_tensor
 
     def run(images: list[np.ndarray]) -> np.ndarray:
         out = []
         with torch.no_grad():
             for start in range(0, len(images), 32):
-                batch = torch.stack([to_tensor(resize_to(im, size, size), spec) for im in images[start:start + 32]])
-                out.append(model(batch).float().numpy())
+                batch = torch.stack([to_tensor(resize_to(im, spec.height, spec.width), spec)
+                                     for im in images[start:start + 32]])
+                out.append(forward(batch).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
     return run

@@ -38,7 +38,8 @@ class SplitSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def _meta(value: object) -> dict:
+def meta_of(value: object) -> dict:
+    """A videos row's `meta` JSON as a dict ({} when absent or not an object)."""
     if isinstance(value, str) and value:
         try:
             parsed = json.loads(value)
@@ -46,6 +47,12 @@ def _meta(value: object) -> dict:
         except json.JSONDecodeError:
             return {}
     return {}
+
+
+def people_of(meta: object) -> list[str]:
+    """The people this step named in a real video's meta (`identities`, main track first)."""
+    found = meta_of(meta).get("identities")
+    return [p for p in found if isinstance(p, str)] if isinstance(found, list) else []
 
 
 def track_identities(dataset: str | Path, videos: pd.DataFrame, describer=None) -> dict[str, list[str]]:
@@ -82,7 +89,7 @@ def identity_splits(dataset: str | Path, seed: int = 0, fractions: tuple[float, 
         people = {}
         summary.described = False
         summary.notes.append(f"no face descriptor ({exc}); videos are grouped by lineage and named identities only")
-    named = {r["video_id"]: _meta(r["meta"]).get("identity") for r in rows}
+    named = {r["video_id"]: meta_of(r["meta"]).get("identity") for r in rows}
     # one row per (video, person): video_groups joins every video that shares a person
     links = []
     for r in rows:
@@ -104,7 +111,7 @@ def identity_splits(dataset: str | Path, seed: int = 0, fractions: tuple[float, 
     summary.groups = len(set(groups.values()))
     for r in rows:
         vid = r["video_id"]
-        meta = _meta(r["meta"])
+        meta = meta_of(r["meta"])
         new_meta = dict(meta)
         if people.get(vid):
             new_meta["identity"] = people[vid][0]
@@ -139,8 +146,7 @@ def identity_leaks(dataset: str | Path) -> list[str]:
     where: dict[str, set[str]] = {}
     problems = []
     for r in rows:
-        people = _meta(r["meta"]).get("identities", []) if r["label"] == "real" else []
-        for person in people if isinstance(people, list) else []:
+        for person in people_of(r["meta"]) if r["label"] == "real" else []:
             where.setdefault(person, set()).add(r["split"])
         for col in ("source_video_id", "target_video_id"):
             other = r[col]
@@ -150,4 +156,4 @@ def identity_leaks(dataset: str | Path) -> list[str]:
     return problems
 
 
-__all__ = ["SplitSummary", "identity_leaks", "identity_splits", "track_identities"]
+__all__ = ["SplitSummary", "identity_leaks", "identity_splits", "meta_of", "people_of", "track_identities"]
