@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 from dfpipe.build.plan import Layout, Step, parse_only, plan_steps
 from dfpipe.build.recipe import Recipe, load_recipe
 from dfpipe.runtime.files import write_text_atomic
+from dfpipe.runtime.parallel import ClusterError
 
 
 class BuildError(RuntimeError):
@@ -150,6 +151,8 @@ def build(
                                    progress=progress)
             except BuildError:
                 raise
+            except ClusterError as exc:  # the cluster failed, not the step: its code (2: unreachable)
+                raise BuildError(f"step {step.name}: {exc}", code=exc.code) from exc
             except (ValueError, RuntimeError, FileNotFoundError, ImportError) as exc:
                 raise BuildError(f"step {step.name} failed: {exc}\n(fix it and re-run the same command: "
                                  "finished steps and items are kept)") from exc

@@ -56,6 +56,7 @@ def extract(
     arguments.
     """
     from dfpipe.pipeline.faces import ExtractConfig, extract
+    from dfpipe.runtime.parallel import ClusterError
     from dfpipe.runtime.runinfo import ParamsMismatch
     from dfpipe.runtime.weights import WeightsError
 
@@ -73,6 +74,8 @@ def extract(
         summary = extract(videos, out, config, workers=workers, scheduler=scheduler, progress=progress)
     except (ValueError, ParamsMismatch, WeightsError) as exc:
         fail(str(exc))
+    except ClusterError as exc:
+        fail(str(exc), exc.code)
     print_stage_summary(summary)
     if summary.n_errors:
         raise typer.Exit(EXIT_INPUT_FAILED)

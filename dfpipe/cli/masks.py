@@ -34,6 +34,7 @@ def masks(
     """
     from dfpipe.pipeline.masks import PairMaskConfig, masks
     from dfpipe.pipeline.masks.stage import mask_sources
+    from dfpipe.runtime.parallel import ClusterError
     from dfpipe.runtime.runinfo import ParamsMismatch
 
     try:
@@ -48,6 +49,8 @@ def masks(
         summary = masks(root, config, workers=workers, scheduler=scheduler, progress=progress)
     except (ValueError, FileNotFoundError, ParamsMismatch) as exc:
         fail(str(exc))
+    except ClusterError as exc:
+        fail(str(exc), exc.code)
     print_stage_summary(summary)
     sources = ", ".join(f"{k}: {v}" for k, v in sorted(mask_sources(summary).items())) or "none"
     console.print(f"faces by mask source: {sources}; {summary.n_skipped} already had masks")

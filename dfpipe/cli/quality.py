@@ -48,6 +48,7 @@ def score_quality(
     from dfpipe.models.face_descriptor import DlibMissingError
     from dfpipe.pipeline.quality import METRICS, QualityConfig, read_quality, score_quality
     from dfpipe.pipeline.quality.report import check_report_path, summary_table, write_report
+    from dfpipe.runtime.parallel import ClusterError
     from dfpipe.runtime.runinfo import ParamsMismatch
     from dfpipe.runtime.weights import WeightsError
 
@@ -64,6 +65,8 @@ def score_quality(
         fail(f"{exc}\n(or leave {'LPIPS' if named == 'lpips' else 'identity'} out: --metrics {rest})")
     except (ValueError, FileNotFoundError, ParamsMismatch) as exc:
         fail(str(exc))
+    except ClusterError as exc:
+        fail(str(exc), exc.code)
     print_stage_summary(summary)
     print_quality_table(summary_table(read_quality(root)[1]))
     console.print(

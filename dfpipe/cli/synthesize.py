@@ -60,6 +60,7 @@ def synthesize(
     some failed (their rows say why), 2 on bad arguments.
     """
     from dfpipe.pipeline.synth import SynthConfig, synthesize
+    from dfpipe.runtime.parallel import ClusterError
     from dfpipe.runtime.runinfo import ParamsMismatch
 
     # paths as the config records them (run.json and every fake's meta are JSON)
@@ -75,6 +76,8 @@ def synthesize(
         summary = synthesize(ds, out, config, workers=workers, scheduler=scheduler, progress=progress)
     except (ValueError, ParamsMismatch) as exc:
         fail(str(exc))
+    except ClusterError as exc:
+        fail(str(exc), exc.code)
     print_stage_summary(summary)
     if summary.n_errors:
         raise typer.Exit(EXIT_INPUT_FAILED)

@@ -30,6 +30,21 @@ class Task:
     after: tuple[str, ...] = ()
 
 
+class ClusterError(RuntimeError):
+    """The Dask cluster failed the run, not an item: a scheduler that cannot be reached
+    (`code` 2, before any work) or one lost part-way (`code` 1). Items finished before it
+    are kept, so the same command resumes once the cluster is back."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+#: how long to wait for `--scheduler` to answer before saying it cannot be reached
+#: (distributed's own default is 30 s, then a traceback)
+CONNECT_TIMEOUT = "10s"
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
@@ -117,11 +132,13 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        client = Client(scheduler)
-        try:
-            yield client
-        finally:
-            client.close()
+        with quiet_dask_logs():
+            client = connect(scheduler)
+            try:
+                yield client
+            finally:
+                with contextlib.suppress(Exception):  # a lost scheduler: the run's own error says so
+                    client.close(timeout=5)
         return
     import dask
 
@@ -135,14 +152,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # the nanny sets its own variables when it spawns a worker (MALLOC_TRIM_THRESHOLD_=65536
     # among them): ours replace those, see runtime/allocator.py
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_environ()}
-    # the scheduler logs its start and stop at INFO into the CLI's output (silence_logs
-    # quiets only the workers); kept under --verbose
-    dask_log = logging.getLogger("distributed")
-    old_level = dask_log.level
-    if not log.isEnabledFor(logging.DEBUG):
-        dask_log.setLevel(logging.WARNING)
     try:
-        with dask.config.set(local_cluster_settings(spawn_env)), LocalCluster(
+        with quiet_dask_logs(logging.WARNING), dask.config.set(local_cluster_settings(spawn_env)), LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
@@ -155,12 +166,59 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         ) as cluster, Client(cluster) as client:
             yield client
     finally:
-        dask_log.setLevel(old_level)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def quiet_dask_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """distributed logs into the CLI's output: the LocalCluster's start and stop at INFO
+    (silence_logs quiets only the workers), a lost scheduler's reconnect attempts at ERROR
+    (the run's ClusterError says it once, with what to do). Kept under --verbose."""
+    dask_log = logging.getLogger("distributed")
+    old_level = dask_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        dask_log.setLevel(level)
+    try:
+        yield
+    finally:
+        dask_log.setLevel(old_level)
+
+
+def connect(scheduler: str) -> Any:
+    """A Client of the existing cluster at `scheduler`, or ClusterError(code 2) saying how
+    to get one, within CONNECT_TIMEOUT."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: {exc}); start one with "
+            "`dask scheduler` and its workers with `dask worker ADDRESS` (docs/architecture.md, 'On a cluster'), "
+            "or leave out --scheduler to run on this machine", code=2) from exc
+
+
+def lost_cluster(client: Any, exc: BaseException, done: int | None = None, total: int = 0) -> ClusterError | None:
+    """What a failed future means for the run: a ClusterError when the cluster, not the
+    item, failed (the scheduler gone, or a worker killed too often on one item); None for
+    the item's own exception, which is a bug and is raised as it is."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    where = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
+    resume = ("re-run the same command once the cluster is back" if done is None else
+              f"{done} of {total} items finished and are kept: re-run the same command to resume")
+    if isinstance(exc, KilledWorker):
+        return ClusterError(f"Dask workers died while running one item, more than the cluster allows "
+                            f"(KilledWorker: {exc}); out of memory? {resume}", code=1)
+    if isinstance(exc, (FutureCancelledError, OSError)) or type(exc).__name__ in ("CancelledError", "CommClosedError"):
+        return ClusterError(f"lost the connection to the Dask scheduler at {where} ({type(exc).__name__}); {resume}",
+                            code=1)
+    return None
 
 
 def local_cluster_settings(spawn_env: dict[str, str]) -> dict[str, Any]:
@@ -232,7 +290,13 @@ def run_tasks(
             by_future = {f.key: k for k, f in futures.items()}
             for fut in as_completed(list(futures.values())):
                 key = by_future[fut.key]
-                results[key], n_steps = fut.result()
+                try:
+                    results[key], n_steps = fut.result()
+                except BaseException as exc:
+                    lost = lost_cluster(client, exc, len(results), len(tasks))
+                    if lost is None:
+                        raise
+                    raise lost from exc
                 if live:
                     live.finish(key, n_steps)
                 if on_result:
@@ -240,7 +304,8 @@ def run_tasks(
                 bar.advance(tid)
         finally:
             if topic:
-                client.unsubscribe_topic(topic)
+                with contextlib.suppress(Exception):  # the scheduler may be gone (ClusterError above)
+                    client.unsubscribe_topic(topic)
     return results
 
 
@@ -253,8 +318,17 @@ def run_on_each_worker(client: Any | None, fn: Callable[..., Any], *args: Any) -
         fn(*args)
         return
     workers = list(client.ncores())  # every worker (scheduler_info lists only a few in some versions)
+    if not workers:
+        raise ClusterError(f"the Dask scheduler at {client.scheduler.address} has no workers: start them with "
+                           f"`dask worker {client.scheduler.address}`", code=2)
     futures = [client.submit(fn, *args, workers=[w], allow_other_workers=False, pure=False) for w in workers]
-    client.gather(futures)
+    try:
+        client.gather(futures)
+    except BaseException as exc:
+        lost = lost_cluster(client, exc)
+        if lost is None:
+            raise
+        raise lost from exc
 
 
 def _call_after(fn: Callable[..., Any], args: tuple, _deps: list, topic: str | None = None,

@@ -179,6 +179,8 @@ def run_stage(
     summary.execution = execution.describe()
     log.info("%s: %s", stage.name, summary.execution)
     on_dask = execution.mode in ("local", "scheduler")
+    if execution.mode == "scheduler":  # a worker resolves paths against its own folder, not ours
+        stage = with_absolute_paths(stage)
     with dask_client(execution.workers, scheduler) if on_dask else contextlib.nullcontext() as client:
         if todo:
             run_on_each_worker(client, stage.setup_worker, client is not None)
@@ -200,6 +202,48 @@ def run_stage(
         add_outcome(summary, outcome)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+#: string fields of a stage's config that name a file or folder (the rest are Path objects)
+PATH_FIELDS = ("weights", "pairs_file", "from_generator", "harmonizer")
+
+
+def with_absolute_paths(obj: Any) -> Any:
+    """A copy of a stage for workers of an existing cluster: every relative path in it,
+    its config and its work items made absolute against this process's folder. Workers
+    started elsewhere (`dask worker` in another folder, on another machine sharing the
+    storage) would otherwise read and write under their own folder: the run would end
+    "ok" with its outputs somewhere else."""
+    import copy
+    import dataclasses
+
+    if isinstance(obj, Path):
+        return obj if obj.is_absolute() else obj.resolve()
+    if isinstance(obj, list):
+        return [with_absolute_paths(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(with_absolute_paths(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.name in PATH_FIELDS and isinstance(value, str) and value and not Path(value).is_absolute():
+                changes[f.name] = str(Path(value).resolve())
+            elif isinstance(value, (Path, list, tuple)) or dataclasses.is_dataclass(value):
+                changes[f.name] = with_absolute_paths(value)
+        if not changes:
+            return obj
+        out = copy.copy(obj)
+        for name, value in changes.items():
+            object.__setattr__(out, name, value)
+        return out
+    if isinstance(obj, Stage):
+        out = copy.copy(obj)
+        for name, value in vars(obj).items():
+            if isinstance(value, (Path, list, tuple)) or dataclasses.is_dataclass(value):
+                object.__setattr__(out, name, with_absolute_paths(value))
+        return out
+    return obj
 
 
 def estimate_work(stage: Stage, todo: Sequence[Any]) -> float | None:
