@@ -1,0 +1,1 @@
+"""Robustness perturbations (DeeperForensics-1.0)."""
