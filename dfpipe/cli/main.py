@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "dfpipe.cli.harmonizer",
     "dfpipe.cli.build",
     "dfpipe.cli.merge",
+    "dfpipe.cli.perturb",
 ]
 
 

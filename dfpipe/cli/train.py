@@ -127,6 +127,8 @@ def evaluate(
     device: Optional[str] = option(EVALUATE, "device", help="cpu, cuda, cuda:N (default: CUDA when present)."),
     amp: bool = option(EVALUATE, "amp", help="Mixed precision on CUDA."),
     progress: bool = option(EVALUATE, "progress", help="Show a progress bar."),
+    by: List[str] = option(EVALUATE, "by", "--by", help="A further breakdown (repeatable): perturbation = AUC per "
+                                                       "perturbation kind and level of a `dfpipe perturb` dataset."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Frame AUC, ACC at 0.5, EER, AP, video AUC (mean frame probability), per method and
@@ -135,7 +137,7 @@ def evaluate(
 
     try:
         result = evaluate(checkpoint, dataset_dir, split=split, report=report, batch=batch, workers=workers,
-                              device=device, amp=amp, progress=progress)
+                          device=device, amp=amp, progress=progress, by=by)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     if json_output:
@@ -159,10 +161,32 @@ def print_evaluation(result: dict, dataset_dir: Path, split: str) -> None:
         table.add_column(col, justify="right", no_wrap=col != "video AUC")
     f, v = result["frame"], result["video"]
     table.add_row("all", str(f["n"]), _fmt(f["auc"]), _fmt(f["acc"]), _fmt(f["eer"]), _fmt(f["ap"]), _fmt(v["auc"]))
-    for group in ("per_method", "per_compression"):
-        for name, m in result[group].items():
+    singles = {f"{kind}-{level}" for kind, levels in result.get("robustness", {}).items() for level in levels}
+    for group in ("per_method", "per_compression", "per_perturbation"):
+        for name, m in result.get(group, {}).items():
+            if group == "per_perturbation" and name in singles:
+                continue  # in the kind x level table below
             table.add_row(Name(f"{group[4:]} {name}"), str(m["n"]), _fmt(m["auc"]), _fmt(m["acc"]), _fmt(m["eer"]),
                           _fmt(m["ap"]), _fmt(m["video_auc"]))
+    print_table(table, console)
+    if result.get("robustness"):
+        print_robustness(result["robustness"], result.get("per_perturbation", {}).get("none"))
+
+
+def print_robustness(robustness: dict[str, dict[str, float]], clean: dict | None) -> None:
+    """Frame AUC by perturbation kind (rows) and level (columns), DeeperForensics-1.0's
+    table, with the clean AUC beside it for reference."""
+    from rich.table import Table
+
+    from dfpipe.cli.tables import print_table
+
+    title = "AUC by perturbation and level" + (f" (clean: {_fmt(clean['auc'])})" if clean else "")
+    table = Table(title=title)
+    table.add_column("kind")
+    for level in ("1", "2", "3", "4", "5"):
+        table.add_column(level, justify="right")
+    for kind, levels in robustness.items():
+        table.add_row(kind, *(_fmt(levels[lv]) if lv in levels else "-" for lv in ("1", "2", "3", "4", "5")))
     print_table(table, console)
 
 

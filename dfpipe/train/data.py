@@ -78,15 +78,20 @@ def _part_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rg, rg_row
 
 
-def _identity(meta: object) -> str | None:
-    """The named identity in a video's meta JSON (Celeb-DF's id<t>), if any."""
-    if not isinstance(meta, str) or "identity" not in meta:
+def _meta_value(meta: object, key: str) -> str | None:
+    """`key` of a video's meta JSON, if set."""
+    if not isinstance(meta, str) or key not in meta:
         return None
     try:
-        value = json.loads(meta).get("identity")
+        value = json.loads(meta).get(key)
     except (json.JSONDecodeError, AttributeError):
         return None
     return str(value) if value else None
+
+
+def _identity(meta: object) -> str | None:
+    """The named identity in a video's meta JSON (Celeb-DF's id<t>), if any."""
+    return _meta_value(meta, "identity")
 
 
 def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
@@ -128,9 +133,12 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
         faces["label"] = faces["label"].where(known, faces["video_id"].map(meta["label"]))
         for col in ("method", "compression"):
             faces[col] = faces["video_id"].map(meta[col])
+        # the DeeperForensics perturbation of a `dfpipe perturb` copy ("GB-3", "none")
+        faces["perturbation"] = faces["video_id"].map(meta["meta"].map(lambda m: _meta_value(m, "perturbation")))
     else:
         faces["method"] = None
         faces["compression"] = None
+        faces["perturbation"] = None
     faces["y"] = faces["label"].map(LABEL_IDS).fillna(-1).astype(np.int64)
     table = videos if len(videos) else None
     given = given_split_videos(faces, table)

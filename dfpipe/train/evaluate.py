@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -22,8 +22,11 @@ from dfpipe.runtime.device import resolve_device
 from dfpipe.runtime.progress import progress_bar
 from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
 from dfpipe.train.inference import score_stream
-from dfpipe.train.metrics import evaluate_scores, plot_roc
+from dfpipe.train.metrics import evaluate_scores, per_perturbation, plot_roc, robustness_table
 from dfpipe.train.shards import dataset_from_shards, shard_files
+
+#: the breakdowns `evaluate(by=...)` adds
+BREAKDOWNS = ("perturbation",)
 
 
 def _finite(value: Any) -> Any:
@@ -45,10 +48,17 @@ def evaluate(
     device: str | None = None,
     amp: bool = True,
     progress: bool = True,
+    by: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Metrics of `checkpoint` on `split` (`all` = every labelled face) of `dataset_dir`."""
+    """Metrics of `checkpoint` on `split` (`all` = every labelled face) of `dataset_dir`.
+
+    `by` adds breakdowns beside per method and per compression: `perturbation` (a
+    `dfpipe perturb` dataset: metrics per perturbation, and the kind x level AUC table)."""
     if split not in (*SPLITS, "all"):
         raise DataError(f"--split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
+    unknown = sorted(set(by) - set(BREAKDOWNS))
+    if unknown:
+        raise DataError(f"--by: unknown breakdown {', '.join(unknown)}; choose from {', '.join(BREAKDOWNS)}")
     started = time.perf_counter()
     if shard_files(dataset_dir):  # WebDataset shards of an export, as train reads them
         dataset_dir = dataset_from_shards(dataset_dir)
@@ -62,12 +72,19 @@ def evaluate(
         task = bar.add_task("evaluate", total=len(stream))
         rows, probs = score_stream(model, stream, batch, dev, workers=workers, amp=amp,
                                    progress=lambda n: bar.advance(task, n))
-    cols = ["face_id", "video_id", "frame_index", "track_id", "label", "y", "split", "method", "compression"]
+    if "perturbation" in by and index.table["perturbation"].isna().all():
+        raise DataError(f"--by perturbation: {dataset_dir} holds no perturbed copies; make them with "
+                        f"`dfpipe perturb {dataset_dir} --out DS2` and evaluate DS2")
+    cols = ["face_id", "video_id", "frame_index", "track_id", "label", "y", "split", "method", "compression",
+            "perturbation"]
     faces = index.table.loc[rows, cols].reset_index(drop=True)
     faces["prob"] = probs
     faces["pred"] = np.where(probs >= 0.5, "fake", "real")
     scored = faces.rename(columns={"label": "label_name", "y": "label"})
     metrics = evaluate_scores(scored)
+    if "perturbation" in by:
+        metrics["per_perturbation"] = per_perturbation(scored)
+        metrics["robustness"] = robustness_table(metrics["per_perturbation"])
     result = {
         "checkpoint": str(checkpoint),
         "dataset_dir": str(dataset_dir),

@@ -101,6 +101,28 @@ def per_compression(frames: pd.DataFrame) -> dict[str, dict[str, float]]:
     return {str(level): _with_video_auc(part) for level, part in frames.groupby(levels)}
 
 
+def per_perturbation(frames: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """All faces (real and fake) of each perturbation of a `dfpipe perturb` dataset ("none"
+    = the clean originals, "GB-3", "CS-2+JPEG-4"): reals and fakes were perturbed alike, so
+    each perturbation is its own test set, as DeeperForensics-1.0 reports them."""
+    if "perturbation" not in frames or frames["perturbation"].isna().all():
+        return {}
+    names = frames["perturbation"].fillna("none")
+    return {str(name): _with_video_auc(part) for name, part in frames.groupby(names)}
+
+
+def robustness_table(per: dict[str, dict[str, float]], metric: str = "auc") -> dict[str, dict[str, float]]:
+    """`per_perturbation`'s single perturbations as kind -> {level: metric}, the table
+    curators publish (kinds as rows, levels 1-5 as columns; mixes are left out)."""
+    table: dict[str, dict[str, float]] = {}
+    for name, m in per.items():
+        kind, _, level = name.rpartition("-")
+        if "+" in name or not kind or not level.isdigit():
+            continue
+        table.setdefault(kind, {})[level] = m[metric]
+    return {k: dict(sorted(v.items())) for k, v in table.items()}
+
+
 def evaluate_scores(frames: pd.DataFrame) -> dict:
     """All metrics for a table of per-face results (`label` 0/1, `prob`, `video_id`,
     optional `method`, `compression`). Per method: that method's fakes against all reals;
