@@ -1,7 +1,8 @@
 """The stages on an existing Dask cluster, really: `dask scheduler` and two `dask worker`
 processes on 127.0.0.1, driven through the installed `dfpipe ... --scheduler ADDRESS`.
 
-- extract, synthesize, masks and score-quality on the cluster give what a local run gives;
+- extract, synthesize, masks, score-quality and perturb on the cluster give what a local
+  run gives;
 - a worker killed with SIGKILL part-way: the run finishes on the other one (Dask moves the
   item), every video once, nothing left half-written;
 - the scheduler killed part-way: a clear error, exit 1, and the same command, once a
@@ -164,7 +165,7 @@ def cluster(tmp_path_factory):
 
 
 def run_chain(work: Path, clips: Path, *where: str) -> None:
-    """The curator's chain: ingest, extract, self-blend fakes, merge, masks, quality."""
+    """The curator's chain: ingest, extract, self-blend fakes, merge, masks, quality, perturb."""
     work.mkdir(parents=True, exist_ok=True)
     dfpipe("ingest", "folders", clips, "--out", "ds", cwd=work)
     dfpipe("extract", "ds", "--every", "5", "--size", "160", "--no-progress", *where, cwd=work)
@@ -172,6 +173,7 @@ def run_chain(work: Path, clips: Path, *where: str) -> None:
     dfpipe("merge", "ds", "fakes", "--out", "all", cwd=work)
     dfpipe("masks", "all", "--no-progress", *where, cwd=work)
     dfpipe("score-quality", "all", "--metrics", "mask_ssim,ewarp,identity", "--no-progress", *where, cwd=work)
+    dfpipe("perturb", "all", "--out", "perturbed", "--kinds", "GB:3,BW:2+GNC:1", "--no-progress", *where, cwd=work)
 
 
 def test_stages_on_a_cluster_equal_a_local_run(cluster, clips, tmp_path):
@@ -188,6 +190,8 @@ def test_stages_on_a_cluster_equal_a_local_run(cluster, clips, tmp_path):
     assert assert_same_table(local / "all", remote / "all", "faces", "face_id") >= 80  # with their masks
     assert assert_same_table(local / "all" / "quality", remote / "all" / "quality", "videos", "video_id") == 8
     assert assert_same_table(local / "all" / "quality", remote / "all" / "quality", "frames", "face_id") >= 40
+    # seeded by each copy's id: the random blocks and noise land alike wherever it runs
+    assert assert_same_table(local / "perturbed", remote / "perturbed", "faces", "face_id") == 3 * 80
     assert dfpipe("validate", "all", cwd=remote).returncode == 0
 
 
