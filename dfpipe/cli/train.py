@@ -69,6 +69,10 @@ def train(
     save_every: Optional[int] = option(TRAIN, "save_every", help="Also write last.pt every N optimizer steps."),
     log_every: int = option(TRAIN, "log_every", help="Write steps.csv / TensorBoard every N steps."),
     progress: bool = option(TRAIN, "progress", help="Show a progress bar."),
+    fusion: str = option(TRAIN, "fusion", help="Video-level scores: mean (of frame probabilities), or vtf: also "
+                                               "train M2TR's temporal fusion head on best.pt's frame features."),
+    fusion_epochs: int = option(TRAIN, "fusion_epochs", help="Epochs of the VTF head (with --fusion vtf)."),
+    fusion_clip: int = option(TRAIN, "fusion_clip", help="Frames per training clip of the VTF head."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train M2TR or MAT on DS/faces/. Works under `torchrun -m dfpipe train ...` too.
@@ -86,7 +90,8 @@ def train(
             weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma,
             accum=accum, workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=model_cfg, seed=seed, amp=amp,
             device=device, gpus=gpus, resume=resume, overwrite=overwrite, balance=balance, augment=augment, buffer=buffer, max_steps=max_steps,
-            stop_after=stop_after, save_every=save_every, log_every=log_every, progress=progress,
+            stop_after=stop_after, save_every=save_every, log_every=log_every, progress=progress, fusion=fusion,
+            fusion_epochs=fusion_epochs, fusion_clip=fusion_clip,
         )
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -113,6 +118,11 @@ def train(
         console.print("[yellow]no best.pt: the validation split is empty or has one class[/]")
     else:
         console.print(f"best.pt: epoch {best['epoch']}, val AUC {best['auc']:.4f}")
+    if summary.get("fusion"):
+        fu = summary["fusion"]
+        console.print(f"VTF head ({fu['num_params']:,} parameters, epoch {fu['best_epoch']} of {fu['epochs']}) in best.pt: "
+                      f"val video AUC {_fmt(fu['val'].get('video_auc_vtf'))} (mean of frames "
+                      f"{_fmt(fu['val'].get('video_auc_mean'))})")
     for note in summary.get("notes", []):
         console.print(f"note: {note}")
 
@@ -127,6 +137,8 @@ def evaluate(
     device: Optional[str] = option(EVALUATE, "device", help="cpu, cuda, cuda:N (default: CUDA when present)."),
     amp: bool = option(EVALUATE, "amp", help="Mixed precision on CUDA."),
     progress: bool = option(EVALUATE, "progress", help="Show a progress bar."),
+    fusion: str = option(EVALUATE, "fusion", help="Video-level AUC: auto (mean of frames, and VTF when the "
+                                                   "checkpoint has the head), mean, or vtf."),
     by: List[str] = option(EVALUATE, "by", "--by", help="A further breakdown (repeatable): perturbation = AUC per "
                                                        "perturbation kind and level of a `dfpipe perturb` dataset."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
@@ -137,7 +149,7 @@ def evaluate(
 
     try:
         result = evaluate(checkpoint, dataset_dir, split=split, report=report, batch=batch, workers=workers,
-                          device=device, amp=amp, progress=progress, by=by)
+                          device=device, amp=amp, progress=progress, by=by, fusion=fusion)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     if json_output:
@@ -161,6 +173,10 @@ def print_evaluation(result: dict, dataset_dir: Path, split: str) -> None:
         table.add_column(col, justify="right", no_wrap=col != "video AUC")
     f, v = result["frame"], result["video"]
     table.add_row("all", str(f["n"]), _fmt(f["auc"]), _fmt(f["acc"]), _fmt(f["eer"]), _fmt(f["ap"]), _fmt(v["auc"]))
+    if result.get("video_vtf"):
+        vt = result["video_vtf"]
+        table.add_row("videos by VTF", str(vt["n"]), _fmt(vt["auc"]), _fmt(vt["acc"]), _fmt(vt["eer"]), _fmt(vt["ap"]),
+                      _fmt(vt["auc"]))
     singles = {f"{kind}-{level}" for kind, levels in result.get("robustness", {}).items() for level in levels}
     for group in ("per_method", "per_compression", "per_perturbation"):
         for name, m in result.get(group, {}).items():
@@ -201,6 +217,8 @@ def predict(
     threshold: float = option(PREDICT, "threshold", help="Probability at which a video is called fake."),
     faces: bool = option(PREDICT, "faces", "--faces", help="Also list every face's probability."),
     output: Optional[Path] = option(PREDICT, "output", "--output", "-o", help="Write the result as a JSON file."),
+    fusion: str = option(PREDICT, "fusion", help="A video's prob: auto (the VTF head when the checkpoint has "
+                                                 "one, else the mean of frames), mean, or vtf."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Fake probability per video and per face track. Faces are cropped the way the
@@ -209,7 +227,7 @@ def predict(
 
     try:
         result = predict(checkpoint, videos, every=every, count=count, keep=keep, batch=batch, device=device,
-                             threshold=threshold, faces=faces, output=output)
+                             threshold=threshold, faces=faces, output=output, fusion=fusion)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     if json_output:
@@ -227,7 +245,9 @@ def print_predictions(result: dict) -> None:
 
     from dfpipe.cli.tables import Name, print_table
 
-    table = Table(title=f"{result['model']}: fake probability")
+    by_vtf = any(r.get("fusion") == "vtf" for r in result["videos"])
+    table = Table(title=f"{result['model']}: fake probability" + (" (videos: VTF head; tracks: mean of frames)"
+                                                                   if by_vtf else ""))
     table.add_column("video")
     for col in ("faces", "tracks", "prob"):
         table.add_column(col, justify="right", no_wrap=True)

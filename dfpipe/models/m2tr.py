@@ -227,6 +227,7 @@ class M2TR(nn.Module):
                                      nn.Conv2d(16, 1, 3, padding=1))
         self.dropout = nn.Dropout(cfg.drop)
         self.fc = nn.Linear(self.trunk.num_features, 1)
+        self.num_features = self.trunk.num_features  # width of out["feature"], what fc reads
         self.register_buffer("real_center", torch.zeros(self.trunk.num_features))
         self.register_buffer("center_ready", torch.zeros((), dtype=torch.bool))
 
@@ -255,7 +256,7 @@ class M2TR(nn.Module):
         mask_logits = self.decoder(f)
         if mask_logits.shape[-2:] != x.shape[-2:]:
             mask_logits = F.interpolate(mask_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        out = {"logit": logit, "mask_logits": mask_logits}
+        out = {"logit": logit, "mask_logits": mask_logits, "feature": pooled}
         if target is not None and self.training:
             out.update(self.loss(logit, pooled, mask_logits, target.float(), mask))
         return out

@@ -243,6 +243,7 @@ class MAT(nn.Module):
         self.dropout = nn.Dropout(cfg.drop)
         self.classifier = nn.Sequential(nn.Linear(2 * cfg.mid_dims, cfg.mid_dims), nn.Hardswish(),
                                         nn.Linear(cfg.mid_dims, 1))
+        self.num_features = 2 * cfg.mid_dims  # width of out["feature"], what the classifier reads
 
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Only the layers up to SL_a: what AGDA needs before the real step."""
@@ -259,13 +260,23 @@ class MAT(nn.Module):
         textural, pooled = self.texture(shallow, attention.shape[-2:])
         return {"attention": attention, "textural": textural, "pooled": pooled, "final": final}
 
-    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    def head_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The per-image feature the classifier reads (B x num_features): projected local
+        and global features side by side."""
         attention = feats["attention"]
         p = bap(feats["textural"], attention).flatten(1)  # textural feature matrix P
         g = bap(feats["final"], attention.sum(1, keepdim=True), norm="sum").squeeze(1)  # global G
         local = F.hardswish(self.project_local(p))
         glob = F.hardswish(self.project_global(self.dropout(g)))
-        return self.classifier(torch.cat([local, glob], dim=1)).squeeze(1)
+        return torch.cat([local, glob], dim=1)
+
+    def classify(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fake logit, pooled feature) of the trunk's features."""
+        feature = self.head_features(feats)
+        return self.classifier(feature).squeeze(1), feature
+
+    def forward_head(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.classify(feats)[0]
 
     def semantic_features(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """V = BAP(standardised D): the per-region features RIL regularises."""
@@ -278,7 +289,8 @@ class MAT(nn.Module):
         """`mask` is accepted for the shared contract and unused (MAT has no mask head)."""
         if target is None or not self.training:
             feats = self.forward_features(x)
-            return {"logit": self.forward_head(feats), "attention": feats["attention"]}
+            logit, feature = self.classify(feats)
+            return {"logit": logit, "attention": feats["attention"], "feature": feature}
         target = target.float()
         if self.cfg.loss == "official":
             return self._official_step(x, target)
@@ -286,16 +298,16 @@ class MAT(nn.Module):
             with torch.no_grad():
                 x, _ = self.agda(x, self.attention_maps(x))
         feats = self.forward_features(x)
-        logit = self.forward_head(feats)
+        logit, feature = self.classify(feats)
         ce = F.binary_cross_entropy_with_logits(logit, target)
         ril = self.ril(self.semantic_features(feats), target)
         loss = self.cfg.l_ce * ce + self.cfg.l_ril * ril
-        return {"logit": logit, "attention": feats["attention"], "loss": loss,
+        return {"logit": logit, "attention": feats["attention"], "feature": feature, "loss": loss,
                 "losses": {"ce": ce.detach(), "ril": ril.detach()}}
 
     def _official_step(self, x: torch.Tensor, target: torch.Tensor) -> dict:
         feats = self.forward_features(x)
-        logit = self.forward_head(feats)
+        logit, feature = self.classify(feats)
         ce = F.binary_cross_entropy_with_logits(logit, target)
         ril = self.ril(self.semantic_features(feats), target)
         loss = ce + 0.5 * ril
@@ -309,7 +321,7 @@ class MAT(nn.Module):
             match = (gap * others).mean()
             loss = loss + ce_aug + 0.1 * match
             losses.update(ce_agda=ce_aug.detach(), match=match.detach())
-        return {"logit": logit, "attention": feats["attention"], "loss": loss, "losses": losses}
+        return {"logit": logit, "attention": feats["attention"], "feature": feature, "loss": loss, "losses": losses}
 
     def on_epoch_end(self) -> None:
         """a <- 0.9 a: the centres settle as training goes on."""

@@ -21,8 +21,9 @@ from dfpipe.runtime.checkpoint import load_checkpoint, plain
 from dfpipe.runtime.device import resolve_device
 from dfpipe.runtime.progress import progress_bar
 from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
-from dfpipe.train.inference import score_stream
-from dfpipe.train.metrics import evaluate_scores, per_perturbation, plot_roc, robustness_table
+from dfpipe.train.fusion import fusion_scores, has_fusion
+from dfpipe.train.inference import score_stream, score_stream_features
+from dfpipe.train.metrics import evaluate_scores, frame_metrics, per_perturbation, plot_roc, robustness_table
 from dfpipe.train.shards import dataset_from_shards, shard_files
 
 #: the breakdowns `evaluate(by=...)` adds
@@ -49,13 +50,21 @@ def evaluate(
     amp: bool = True,
     progress: bool = True,
     by: Sequence[str] = (),
+    fusion: str = "auto",
 ) -> dict[str, Any]:
     """Metrics of `checkpoint` on `split` (`all` = every labelled face) of `dataset_dir`.
+
+    Video-level metrics come two ways where the checkpoint has a VTF head (`train
+    --fusion vtf`): `video` (the mean of frame probabilities, always) and `video_vtf` (the
+    head on each track, a video's the max over its tracks). `fusion`: auto = both when
+    the head is there, mean = the mean only, vtf = both, an error without a head.
 
     `by` adds breakdowns beside per method and per compression: `perturbation` (a
     `dfpipe perturb` dataset: metrics per perturbation, and the kind x level AUC table)."""
     if split not in (*SPLITS, "all"):
         raise DataError(f"--split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
+    if fusion not in ("auto", "mean", "vtf"):
+        raise DataError(f"--fusion must be auto, mean or vtf, got {fusion!r}")
     unknown = sorted(set(by) - set(BREAKDOWNS))
     if unknown:
         raise DataError(f"--by: unknown breakdown {', '.join(unknown)}; choose from {', '.join(BREAKDOWNS)}")
@@ -68,10 +77,17 @@ def evaluate(
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
     index = load_index(dataset_dir, seed=int(ckpt["config"].get("seed", 0)))
     stream = FaceStream(index, StreamConfig(None if split == "all" else split, spec))
+    use_vtf = fusion != "mean" and has_fusion(ckpt)
+    if fusion == "vtf" and not use_vtf:
+        raise DataError(f"--fusion vtf: {checkpoint} has no VTF head; train one with `dfpipe train ... --fusion vtf`")
     with progress_bar(progress) as bar:
         task = bar.add_task("evaluate", total=len(stream))
-        rows, probs = score_stream(model, stream, batch, dev, workers=workers, amp=amp,
-                                   progress=lambda n: bar.advance(task, n))
+        if use_vtf:
+            rows, probs, feats = score_stream_features(model, stream, batch, dev, workers=workers, amp=amp,
+                                                       progress=lambda n: bar.advance(task, n))
+        else:
+            rows, probs = score_stream(model, stream, batch, dev, workers=workers, amp=amp,
+                                       progress=lambda n: bar.advance(task, n))
     if "perturbation" in by and index.table["perturbation"].isna().all():
         raise DataError(f"--by perturbation: {dataset_dir} holds no perturbed copies; make them with "
                         f"`dfpipe perturb {dataset_dir} --out DS2` and evaluate DS2")
@@ -82,6 +98,9 @@ def evaluate(
     faces["pred"] = np.where(probs >= 0.5, "fake", "real")
     scored = faces.rename(columns={"label": "label_name", "y": "label"})
     metrics = evaluate_scores(scored)
+    if use_vtf:
+        videos = fusion_scores(ckpt, scored, feats, device=str(dev))
+        metrics["video_vtf"] = frame_metrics(videos["label"], videos["prob_vtf"])
     if "perturbation" in by:
         metrics["per_perturbation"] = per_perturbation(scored)
         metrics["robustness"] = robustness_table(metrics["per_perturbation"])

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from dfpipe.models.registry import model_from_checkpoint
 from dfpipe.runtime.checkpoint import load_checkpoint
 from dfpipe.runtime.device import resolve_device
 from dfpipe.train.data import DataError, ImageSpec
-from dfpipe.train.inference import score_images
+from dfpipe.train.fusion import fusion_scores, has_fusion
+from dfpipe.train.inference import score_images_features
 
 #: frame step when neither `every` nor `count` is given
 DEFAULT_EVERY = 10
@@ -67,17 +69,27 @@ def predict(
     threshold: float = 0.5,
     faces: bool = False,
     output: str | Path | None = None,
+    fusion: str = "auto",
 ) -> dict[str, Any]:
     """Score each video; `faces=True` also lists every face's probability. `output`
-    writes the result as JSON."""
+    writes the result as JSON.
+
+    A video's `prob` is the VTF head's (the max over its tracks) when the checkpoint has
+    one (`train --fusion vtf`) and `fusion` is auto or vtf, else the mean of its frame
+    probabilities; `prob_mean` is always the mean, `fusion` says which `prob` is."""
     from dfpipe.manifests.codec import decode_image
     from dfpipe.pipeline.faces.video import process_video
 
     if not videos:
         raise DataError("no videos given")
+    if fusion not in ("auto", "mean", "vtf"):
+        raise DataError(f"--fusion must be auto, mean or vtf, got {fusion!r}")
     started = time.perf_counter()
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    use_vtf = fusion != "mean" and has_fusion(ckpt)
+    if fusion == "vtf" and not use_vtf:
+        raise DataError(f"--fusion vtf: {checkpoint} has no VTF head; train one with `dfpipe train ... --fusion vtf`")
     model = model_from_checkpoint(ckpt, dev)
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
     config = extract_config(ckpt, every, count, keep, "cuda" if dev.type == "cuda" else "cpu")
@@ -101,10 +113,17 @@ def predict(
             if video_row["status"] == "ok" and not face_rows:
                 entry.update(status="error", error_code="no_face", error="no face found in the sampled frames")
             if face_rows:
-                probs = score_images(model, (decode_image(r["image"]) for r in face_rows), spec, dev, batch)
+                probs, feats = score_images_features(model, (decode_image(r["image"]) for r in face_rows), spec, dev,
+                                                     batch)
                 tracks = np.array([r["track_id"] for r in face_rows])
                 frames = np.array([r["frame_index"] for r in face_rows])
-                entry["prob"] = float(probs.mean())
+                entry["prob_mean"] = entry["prob"] = float(probs.mean())
+                entry["fusion"] = "mean"
+                if use_vtf:
+                    table = pd.DataFrame({"video_id": entry["video_id"], "track_id": tracks, "frame_index": frames,
+                                          "label": 0, "method": None, "compression": None, "prob": probs})
+                    entry["prob"] = float(fusion_scores(ckpt, table, feats, device=str(dev))["prob_vtf"].iloc[0])
+                    entry["fusion"] = "vtf"
                 entry["label"] = "fake" if entry["prob"] >= threshold else "real"
                 entry["tracks"] = _track_summary(tracks, frames, probs)
                 if faces:

@@ -526,6 +526,10 @@ def _run_process(cfg_dict: dict[str, Any], resume: bool, result_path: str | None
         ddp.shutdown()
 
 
+#: how a video's score is made from its frames: their mean, or the VTF head beside it
+FUSIONS = ("mean", "vtf")
+
+
 def train(
     dataset_dir: str | Path,
     model: str = "m2tr",
@@ -558,6 +562,9 @@ def train(
     save_every: int | None = None,
     log_every: int = 10,
     progress: bool = True,
+    fusion: str = "mean",
+    fusion_epochs: int = 30,
+    fusion_clip: int = 16,
 ) -> dict[str, Any] | None:
     """Train `model` on the faces of `dataset_dir` (a dataset directory, or WebDataset shards
     of `dfpipe export`: a .tar, a folder of them or a glob); returns a summary (the epochs are also
@@ -567,7 +574,14 @@ def train(
     `HF_HUB_OFFLINE=1`) or tiny. `gpus=N` spawns N processes (on CUDA one per GPU; on a
     machine without CUDA they run on the CPU with gloo). Under `torchrun` each process calls
     this function and joins the process group from the environment.
+
+    `fusion="vtf"` then trains M2TR's video-level temporal fusion head (VTF) on the frozen
+    frame features of `best.pt`'s tracks (`fusion_epochs`, clips of `fusion_clip` frames) and
+    stores it in `best.pt` (`dfpipe.train.fusion`); "mean" (the default) scores a video by
+    the mean of its frame probabilities only.
     """
+    if fusion not in FUSIONS:
+        raise TrainError(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     tiny = tiny or model.endswith("_tiny")
     notes = []
     shards = shard_files(dataset_dir)
@@ -608,4 +622,11 @@ def train(
         summary = _run_process(cfg_dict, resume)
     if summary is not None:
         summary["notes"] = notes
+        if fusion == "vtf" and summary["best"]["epoch"] is None:
+            notes.append("--fusion vtf: no best.pt to fuse (the validation split is empty or has one class)")
+        elif fusion == "vtf":  # the main process only: the frame model is trained and saved
+            from dfpipe.train.fusion import train_fusion
+
+            summary["fusion"] = train_fusion(Path(out) / "best.pt", dataset_dir, clip=fusion_clip, epochs=fusion_epochs,
+                                             seed=seed, device=device, amp=amp, workers=workers, progress=progress)
     return summary
