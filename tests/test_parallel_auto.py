@@ -131,3 +131,21 @@ def test_videos_of_unknown_length_are_left_to_the_cluster_rule(tmp_path, any_vid
     stage = _stage([videos], tmp_path / "ds", ExtractConfig(mesh="none"))
     assert len(stage.items()) == 2 and estimate_work(stage, stage.items()) is None
     assert choose_execution(2, None, None, cores=2, work_seconds=None).mode == "local"
+
+
+def test_a_stage_sent_to_an_existing_cluster_carries_absolute_paths(tmp_path, monkeypatch):
+    """Workers of `dask worker` run in their own folder: every relative path of the stage,
+    its config and its items is made absolute here (tests/test_cluster.py runs it for real)."""
+    from pathlib import Path
+
+    from dfpipe.pipeline.faces.config import ExtractConfig
+    from dfpipe.pipeline.faces.inputs import VideoJob
+    from dfpipe.pipeline.faces.stage import ExtractStage
+    from dfpipe.runtime.stage import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    stage = ExtractStage(Path("ds"), ExtractConfig(weights="w/retina.pth"), jobs=[VideoJob(Path("v/a.mp4"), "abc")])
+    sent = with_absolute_paths(stage)
+    assert sent.root == tmp_path / "ds" and sent.config.weights == str(tmp_path / "w" / "retina.pth")
+    assert sent.jobs[0].path == tmp_path / "v" / "a.mp4" and sent.jobs[0].video_id == "abc"
+    assert stage.root == Path("ds") and stage.jobs[0].path == Path("v/a.mp4")  # the caller's stays as given
