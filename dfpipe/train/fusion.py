@@ -119,6 +119,13 @@ class TrackSeq:
     feats: np.ndarray  # (T, D) float32
 
 
+def _labels(faces: pd.DataFrame) -> pd.Series:
+    """0 real / 1 fake per face; -1 where a face has no label (videos scored by predict)."""
+    if "label" not in faces:
+        return pd.Series(-1, index=faces.index, dtype=np.int64)
+    return pd.to_numeric(faces["label"], errors="coerce").fillna(-1).astype(np.int64)
+
+
 def _track_rows(faces: pd.DataFrame) -> list[tuple[str, int, int, np.ndarray]]:
     """(video_id, track_id, label, row positions in frame order) per track. Faces without a
     track id form one track per video; without a frame index they keep their table order."""
@@ -129,7 +136,7 @@ def _track_rows(faces: pd.DataFrame) -> list[tuple[str, int, int, np.ndarray]]:
         "pos": np.arange(len(faces)),
     })
     t = t.sort_values(["video_id", "track_id", "frame", "pos"], kind="stable")
-    labels = faces["label"].to_numpy(np.int64)
+    labels = _labels(faces).to_numpy()
     out = []
     for (vid, tid), g in t.groupby(["video_id", "track_id"], sort=False):
         rows = g["pos"].to_numpy(np.int64)
@@ -213,9 +220,13 @@ def _video_table(head: VTF, faces: pd.DataFrame, feats: np.ndarray) -> pd.DataFr
     probs = _track_probs(head, feats, [rows for *_, rows in tracks])
     per_track = pd.DataFrame({"video_id": [t[0] for t in tracks], "prob": probs})
     by_track = per_track.groupby("video_id", sort=True)["prob"]
-    grouped = faces.assign(video_id=faces["video_id"].astype(str)).groupby("video_id", sort=True)
+    keyed = faces.assign(video_id=faces["video_id"].astype(str), label=_labels(faces))
+    for col in ("method", "compression"):
+        if col not in keyed:
+            keyed[col] = None
+    grouped = keyed.groupby("video_id", sort=True)
     table = pd.DataFrame({
-        "label": grouped["label"].first().astype(np.int64),
+        "label": grouped["label"].first(),
         "method": grouped["method"].first(),
         "compression": grouped["compression"].first(),
         "prob_vtf": by_track.max(),
@@ -239,6 +250,9 @@ def fusion_scores(checkpoint_or_ckpt: str | Path | dict[str, Any], faces: pd.Dat
     head = load_fusion(_load(checkpoint_or_ckpt), device)
     if len(faces) != len(feats):
         raise ValueError(f"{len(faces)} faces but {len(feats)} feature rows")
+    if feats.ndim != 2 or feats.shape[1] != head.cfg.dim_in:
+        raise ValueError(f"features of shape {feats.shape}: the head reads {head.cfg.dim_in} per face "
+                         "(features of another frame model?)")
     return _video_table(head, faces, feats)
 
 
@@ -254,13 +268,15 @@ def video_auc(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def _need_tracks(tracks: list, faces: pd.DataFrame, split: str, both: bool) -> None:
+    """DataError unless `split` has tracks (of both classes when `both`)."""
     if not tracks:
         raise DataError(f"split {split!r} has no face tracks to fuse")
     labels = {t[2] for t in tracks}
     if both and len(labels) < 2:
         only = "real" if labels == {0} else "fake"
         raise DataError(f"split {split!r} holds only {only} tracks ({len(tracks)} tracks of "
-                        f"{faces['video_id'].nunique()} videos); temporal fusion needs real and fake videos to train on")
+                        f"{faces['video_id'].nunique()} videos); temporal fusion needs real and fake videos "
+                        "to train on")
 
 
 def _random_crops(tracks: list[tuple[str, int, int, np.ndarray]], clip: int, max_frames: int,
