@@ -178,14 +178,21 @@ def quiet_dask_logs(level: int = logging.CRITICAL) -> Iterator[None]:
     """distributed logs into the CLI's output: the LocalCluster's start and stop at INFO
     (silence_logs quiets only the workers), a lost scheduler's reconnect attempts at ERROR
     (the run's ClusterError says it once, with what to do). Kept under --verbose."""
-    dask_log = logging.getLogger("distributed")
-    old_level = dask_log.level
-    if not log.isEnabledFor(logging.DEBUG):
-        dask_log.setLevel(level)
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    # distributed gives some of its loggers their own level (distributed.client: warning),
+    # so the parent's level alone does not quiet them
+    names = ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]
+    loggers = [logging.getLogger(n) for n in names]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.level))
     try:
         yield
     finally:
-        dask_log.setLevel(old_level)
+        for lg, old in zip(loggers, old_levels):
+            lg.setLevel(old)
 
 
 def connect(scheduler: str) -> Any:
