@@ -36,7 +36,7 @@ def perturb(
     scheduler: Optional[str] = typer.Option(None, help="An existing Dask scheduler, e.g. tcp://host:8786."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Make perturbed copies of a dataset for robustness tables (DeeperForensics-1.0).
+    """Perturbed copies of a dataset for robustness tables (DeeperForensics-1.0).
 
     Each copy keeps its original's label, method and split; its meta names the
     perturbation and the original. Evaluate with `dfpipe evaluate CKPT DS2 --by
