@@ -21,7 +21,7 @@ from dfpipe.runtime.checkpoint import load_checkpoint, plain
 from dfpipe.runtime.device import resolve_device
 from dfpipe.runtime.progress import progress_bar
 from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
-from dfpipe.train.fusion import fusion_scores, has_fusion
+from dfpipe.train.fusion import fusion_scores, wants_vtf
 from dfpipe.train.inference import score_stream, score_stream_features
 from dfpipe.train.metrics import evaluate_scores, frame_metrics, per_perturbation, plot_roc, robustness_table
 from dfpipe.train.shards import dataset_from_shards, shard_files
@@ -63,8 +63,6 @@ def evaluate(
     `dfpipe perturb` dataset: metrics per perturbation, and the kind x level AUC table)."""
     if split not in (*SPLITS, "all"):
         raise DataError(f"--split must be one of {', '.join((*SPLITS, 'all'))}, got {split!r}")
-    if fusion not in ("auto", "mean", "vtf"):
-        raise DataError(f"--fusion must be auto, mean or vtf, got {fusion!r}")
     unknown = sorted(set(by) - set(BREAKDOWNS))
     if unknown:
         raise DataError(f"--by: unknown breakdown {', '.join(unknown)}; choose from {', '.join(BREAKDOWNS)}")
@@ -77,9 +75,7 @@ def evaluate(
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
     index = load_index(dataset_dir, seed=int(ckpt["config"].get("seed", 0)))
     stream = FaceStream(index, StreamConfig(None if split == "all" else split, spec))
-    use_vtf = fusion != "mean" and has_fusion(ckpt)
-    if fusion == "vtf" and not use_vtf:
-        raise DataError(f"--fusion vtf: {checkpoint} has no VTF head; train one with `dfpipe train ... --fusion vtf`")
+    use_vtf = wants_vtf(ckpt, fusion, checkpoint)
     with progress_bar(progress) as bar:
         task = bar.add_task("evaluate", total=len(stream))
         if use_vtf:

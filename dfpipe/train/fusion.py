@@ -190,6 +190,16 @@ def has_fusion(ckpt: dict[str, Any]) -> bool:
     return isinstance(entry, dict) and entry.get("kind") == "vtf" and "state_dict" in entry
 
 
+def wants_vtf(ckpt: dict[str, Any], fusion: str, checkpoint: str | Path) -> bool:
+    """Whether evaluate / predict score videos with the checkpoint's VTF head: `fusion` auto
+    (when it has one), mean (never) or vtf (a DataError without a head)."""
+    if fusion not in ("auto", "mean", "vtf"):
+        raise DataError(f"--fusion must be auto, mean or vtf, got {fusion!r}")
+    if fusion == "vtf" and not has_fusion(ckpt):
+        raise DataError(f"--fusion vtf: {checkpoint} has no VTF head; train one with `dfpipe train ... --fusion vtf`")
+    return fusion != "mean" and has_fusion(ckpt)
+
+
 def load_fusion(ckpt: dict[str, Any], device: str | torch.device | None = None) -> VTF:
     """The checkpoint's VTF head in eval mode."""
     if not has_fusion(ckpt):

@@ -23,7 +23,7 @@ from dfpipe.models.registry import model_from_checkpoint
 from dfpipe.runtime.checkpoint import load_checkpoint
 from dfpipe.runtime.device import resolve_device
 from dfpipe.train.data import DataError, ImageSpec
-from dfpipe.train.fusion import fusion_scores, has_fusion
+from dfpipe.train.fusion import fusion_scores, wants_vtf
 from dfpipe.train.inference import score_images_features
 
 #: frame step when neither `every` nor `count` is given
@@ -82,14 +82,10 @@ def predict(
 
     if not videos:
         raise DataError("no videos given")
-    if fusion not in ("auto", "mean", "vtf"):
-        raise DataError(f"--fusion must be auto, mean or vtf, got {fusion!r}")
     started = time.perf_counter()
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    use_vtf = fusion != "mean" and has_fusion(ckpt)
-    if fusion == "vtf" and not use_vtf:
-        raise DataError(f"--fusion vtf: {checkpoint} has no VTF head; train one with `dfpipe train ... --fusion vtf`")
+    use_vtf = wants_vtf(ckpt, fusion, checkpoint)
     model = model_from_checkpoint(ckpt, dev)
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
     config = extract_config(ckpt, every, count, keep, "cuda" if dev.type == "cuda" else "cpu")
