@@ -179,7 +179,7 @@ def apply(image: np.ndarray, kind: str, level: int, rng: np.random.Generator) ->
     k = _kind(kind)
     if k == "VC":
         raise ValueError("VC (video compression) applies to videos, not single images: "
-                         f"re-encode the video with x264 at CRF VIDEO_CRF[level] (use video mode)")
+                         "re-encode the video with x264 at CRF VIDEO_CRF[level] (use video mode)")
     return _OPS[k](_check_image(image), parameter(k, level), rng)
 
 

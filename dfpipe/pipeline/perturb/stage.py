@@ -147,10 +147,10 @@ def copy_row(copy: Copy, ds: Path, out: Path, **values: Any) -> dict:
 def perturb_crops(copy: Copy, ds: Path, out: Path, seed: int) -> None:
     """Each crop of the original perturbed; face ids follow the copy's video id."""
     vid = copy.video["video_id"]
-    table = read_table_one(ds, vid)
+    rows_in = video_faces(ds, vid)
     rng = copy_rng(copy.video_id, seed)
     rows = []
-    for face in table:
+    for face in rows_in:
         image = decode_image(face["image"])
         rest = face["face_id"][len(vid):] if face["face_id"].startswith(vid) else f"-{face['face_id']}"
         face = dict(face, face_id=copy.video_id + rest, video_id=copy.video_id,
@@ -161,7 +161,7 @@ def perturb_crops(copy: Copy, ds: Path, out: Path, seed: int) -> None:
     write_part_atomic(rows_to_table([copy_row(copy, ds, out)], VIDEOS_SCHEMA), part_path(out, "videos", copy.video_id))
 
 
-def read_table_one(ds: Path, video_id: str) -> list[dict]:
+def video_faces(ds: Path, video_id: str) -> list[dict]:
     """The faces rows of one video (its own part file: extract writes one per video)."""
     import pyarrow.parquet as pq
 
@@ -203,7 +203,7 @@ def copy_clean(ds: Path, out: Path, videos: Iterable[dict], mode: str) -> None:
         meta.update(perturbation=CLEAN, perturbation_kinds=[], perturbed_from=vid)
         row = dict(v, path=relative_path(ds / v["path"], out), meta=json.dumps(meta, sort_keys=True))
         if mode == "crops":
-            faces = read_table_one(ds, vid)
+            faces = video_faces(ds, vid)
             write_part_atomic(rows_to_table(faces, FACES_SCHEMA), part_path(out, "faces", vid))
         else:
             row.update(status="pending", n_sampled=None, n_faces=None, n_tracks=None)
