@@ -29,12 +29,15 @@ def synthesize(
     qualities: List[str] = option(
         CONFIG, "qualities", "--quality", help="FF++ quality of the encoded fakes: c0, c23, c40 (repeat for several)."),
     pairs: int = option(CONFIG, "pairs", help="Number of swap fakes (source/target track pairs)."),
+    variants: int = option(
+        CONFIG, "variants", help="Fakes per track or pair, each with freshly drawn random parameters (self-blend "
+        "perturbation, mask deformation, colour fit); ids of the 2nd and later end in -v1, -v2, ..."),
     pairing: str = option(
         CONFIG, "pairing", help="How swap/reenact pick (target, source): random (different people when dlib is installed), "
         "similar (each target with the most alike other person: face descriptor + skin tone) or file (--pairs-file)."),
     pairs_file: Optional[Path] = option(CONFIG, "pairs_file", help="CSV of pairs (target_video_id, source_video_id[, target_track_id, source_track_id]) instead of random ones."),
     per_video: Optional[int] = option(CONFIG, "per_video", help="Change at most this many frames per fake (default: the whole track)."),
-    seed: int = option(CONFIG, "seed", help="Seed of pairing, mask deformations and perturbations: same seed, same fakes."),
+    seed: int = option(CONFIG, "seed", help="Seed of pairing, mask deformations and perturbations: same seed, same fakes. Another seed into an existing --out (all else the same) adds its fakes there."),
     region: str = option(CONFIG, "region", help="Mask region: full, no_forehead or inner."),
     mask_warp: str = option(CONFIG, "mask_warp", help="Mask deformation: elastic, piecewise or none."),
     deform: bool = option(CONFIG, "deform", help="Deform the landmark mask (erode/dilate, blur, blend ratio) as SBI does."),
@@ -56,8 +59,9 @@ def synthesize(
     """Make SR-DF-style fake videos from the real faces of DS: fake videos in the chosen
     FF++ qualities, DS2/videos/ rows with their lineage and DS2/faces/ crops with masks.
 
-    Re-running the same command resumes. Exit status 0 when every fake was made, 1 when
-    some failed (their rows say why), 2 on bad arguments.
+    Re-running the same command resumes; the same command with another --seed adds that
+    seed's fakes to DS2 (any other changed option is refused). Exit status 0 when every fake
+    was made, 1 when some failed (their rows say why), 2 on bad arguments.
     """
     from dfpipe.pipeline.synth import SynthConfig, synthesize
     from dfpipe.runtime.parallel import ClusterError
@@ -67,7 +71,7 @@ def synthesize(
     pairs_file, from_generator, harmonizer = (str(p) if p else None for p in (pairs_file, from_generator, harmonizer))
     try:
         config = SynthConfig(
-            method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, pairing=pairing, pairs_file=pairs_file, geometry=geometry,
+            method=method, blend=blend, colour=colour, qualities=qualities, pairs=pairs, variants=variants, pairing=pairing, pairs_file=pairs_file, geometry=geometry,
             occluders=occluders,
             per_video=per_video, seed=seed, region=region, mask_warp=mask_warp, deform=deform, transform=transform,
             smooth=smooth, follow_motion=follow_motion, from_generator=from_generator, harmonizer=harmonizer,

@@ -3,8 +3,9 @@
 A stage is a small object that knows its work items and how to do one; `run_stage` owns
 everything around that, the same way for every stage:
 
-- the parameter check against `run.json` (a resumed run must not mix two settings) and
-  the record of the run there;
+- the parameter check against `run.json` (a resumed run must not mix two settings, but
+  for a stage's `added_params`, whose other values add items of their own) and the record
+  of the run there;
 - the filter of items already done (their completion marker, the part written last, exists);
 - the Dask map, or the identical serial loop (`workers=0`, or a run too small to gain from
   a cluster: `parallel.choose_execution`), and the record of which one in the summary and
@@ -71,6 +72,9 @@ class Stage(Generic[Item]):
     steps: str | None = None
     #: the dataset directory the stage writes
     root: Path
+    #: parameters whose other value adds items with keys of their own to `root` instead of
+    #: being refused (synthesize's seed); run.json keeps every value (`runinfo.record_stage`)
+    added_params: tuple[str, ...] = ()
 
     def params(self) -> dict[str, Any]:
         """What decides the output: a resumed run must share it with the first one."""
@@ -167,7 +171,7 @@ def run_stage(
     started = time.perf_counter()
     root = Path(stage.root)
     params = stage.params()
-    check_params(root, stage.name, params)
+    check_params(root, stage.name, params, added=stage.added_params)
     weights = stage.weights()
     items = list(stage.items())
     keys = [stage.key(i) for i in items]
@@ -185,7 +189,8 @@ def run_stage(
         if todo:
             run_on_each_worker(client, stage.setup_worker, client is not None)
         root.mkdir(parents=True, exist_ok=True)
-        record_stage(root, stage.name, params, weights=weights, execution=execution.as_record())
+        record_stage(root, stage.name, params, weights=weights, execution=execution.as_record(),
+                     added=stage.added_params)
         stage.prepare(items)
         tasks = [
             Task(

@@ -32,6 +32,9 @@ class SynthConfig:
     None changes the whole track. `pairs` is the number of swap fakes (ignored when a pairs
     file is given); `self-blend` makes one fake per real track; `external` one per
     generator folder; `reencode` one real copy per real video's main track and quality.
+    `variants` multiplies the fakes: each track or pair gives that many, each with its own
+    random draws (see `fake.plan_jobs`). `seed` is the one parameter a run into an existing
+    DS2 may change: the new seed's fakes are added next to the others (`ADDED_PARAMS`).
     """
 
     method: str = "swap"
@@ -40,6 +43,7 @@ class SynthConfig:
     # (a reenactment moves the target's own pixels)
     qualities: tuple[str, ...] = ("c23",)
     pairs: int = 10
+    variants: int = 1
     per_video: int | None = None
     seed: int = 0
     region: str = "full"
@@ -86,6 +90,10 @@ class SynthConfig:
             _check("quality", q, tuple(QUALITY_CRF))
         if self.pairs < 1:
             raise ValueError(f"--pairs must be at least 1, got {self.pairs}")
+        if self.variants < 1:
+            raise ValueError(f"--variants must be at least 1, got {self.variants}")
+        if self.variants > 1 and self.method == "reencode":
+            raise ValueError("--method reencode draws nothing at random: --variants would give identical copies")
         if not 0.0 <= self.follow_motion < 1.0:
             raise ValueError(f"--follow-motion must be in [0, 1), got {self.follow_motion}")
         if self.smooth < 0:
@@ -102,11 +110,18 @@ class SynthConfig:
             raise ValueError("--blend dovenet needs --harmonizer CKPT (a DoveNet checkpoint from train-harmonizer)")
 
     def output_params(self) -> dict[str, Any]:
-        """What decides the output: a re-run with other values is refused (run.json)."""
+        """What decides the output: a re-run with other values is refused (run.json), but
+        for those of `ADDED_PARAMS`."""
         params = asdict(self)
         params["qualities"] = list(self.qualities)
         params.pop("device")
         return params
+
+
+#: parameters whose other value adds fakes to an existing DS2 instead of being refused: the
+#: fakes of another seed have other ids (the seed is hashed into each key), so a DS2 can hold
+#: several seeds' fakes, and re-running any of those runs resumes it
+ADDED_PARAMS = ("seed",)
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:

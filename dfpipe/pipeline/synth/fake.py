@@ -1,9 +1,11 @@
 """One fake: which fakes a run makes (`plan_jobs`), and making one into its DS2 rows.
 
-A fake is one target track in every asked quality. `fake_rows` streams the target video,
-composes each frame, encodes a lossless (c0) clip, transcodes it to the other qualities and
-re-cuts the target's crops from every encoded clip (each composed frame and each re-cut one
-is a progress step); `write_parts` writes, atomically and in this order,
+A fake is one target track in every asked quality; with `--variants N`, each track or pair
+gives N fakes, keyed `<key>`, `<key>-v1`, ..., each with its own seed and so its own random
+draws (self-blend perturbation, mask deformation, colour-fit sampling). `fake_rows` streams
+the target video, composes each frame, encodes a lossless (c0) clip, transcodes it to the
+other qualities and re-cuts the target's crops from every encoded clip (each composed frame
+and each re-cut one is a progress step); `write_parts` writes, atomically and in this order,
 `DS2/faces/part-<video>.parquet` and `DS2/videos/part-<video>.parquet` for each quality's
 video (the videos parts are the fake's completion marker).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +51,7 @@ from dfpipe.runtime.progress import expect_steps, step
 from dfpipe.runtime.stage import ItemError
 
 FAKES_DIR = "fakes"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +67,7 @@ class FakeJob:
     generator_dir: str | None = None
     error: tuple[str, str] | None = None
     note: dict = field(default_factory=dict)
+    variant: int = 0  # which of the `--variants` fakes of its track or pair (0: the first)
 
     def real_ids(self) -> set[str]:
         """The real videos the fake is made of (listed in DS2 with `include_reals`)."""
@@ -74,12 +79,29 @@ class FakeJob:
 
 
 def _job_key(config: SynthConfig, parts: list[Any]) -> str:
-    digest = hashlib.blake2b(json.dumps([config.output_params(), *parts], default=str).encode(), digest_size=6).hexdigest()
+    params = config.output_params()
+    params.pop("variants")  # not the run's count: a variant's key names its own number (`variant_key`)
+    digest = hashlib.blake2b(json.dumps([params, *parts], default=str).encode(), digest_size=6).hexdigest()
     return f"{config.method}-{digest}"
 
 
+def variant_key(key: str, variant: int) -> str:
+    """The key of variant `variant` of the fake keyed `key`: the first keeps the key as it
+    was before variants existed (a DS2 made then resumes), the others end in `-v<n>`."""
+    return f"{key}-v{variant}" if variant else key
+
+
+def _item_seed(config: SynthConfig, parts: list[Any], variant: int) -> int:
+    """The seed of every random draw of one fake: from the run's seed, the item and its
+    variant, not from blend or colour options, so fakes made with other blends differ only
+    by the blend (variant 0 draws as fakes did before variants existed)."""
+    item = [config.seed, config.method, *parts, *([["variant", variant]] if variant else [])]
+    return int(hashlib.blake2b(json.dumps(item, default=str).encode(), digest_size=4).hexdigest(), 16)
+
+
 def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
-    """Every fake of the run, with a stable key (so a re-run finds the finished ones)."""
+    """Every fake of the run, with a stable key (so a re-run finds the finished ones):
+    `config.variants` per planned track or pair, each with its own seed."""
     videos = real_videos(ds)
     if not videos:
         raise ValueError(f"{ds} holds no extracted real videos (run `dfpipe extract` first)")
@@ -87,28 +109,23 @@ def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
     usable = {r: n for r, n in sizes.items() if n >= config.min_track_faces}
     jobs: list[FakeJob] = []
 
-    def job(pair: Pair | None, parts: list[Any], **kw: Any) -> FakeJob:
+    def job(pair: Pair | None, parts: list[Any], note: dict | None = None, **kw: Any) -> None:
         key = _job_key(config, parts)
-        # the item's randomness depends on the seed and the item, not on blend or colour
-        # options, so fakes made with other blends differ only by the blend
-        item = json.dumps([config.seed, config.method, *parts], default=str)
-        seed = int(hashlib.blake2b(item.encode(), digest_size=4).hexdigest(), 16)
         frames_row = videos.get(pair.target.video_id) if pair else None
         identity_row = videos.get(pair.source.video_id) if pair and pair.source else None
-        return FakeJob(key, pair, seed, frames_row, identity_row, **kw)
+        for v in range(config.variants):  # each its own note: making a fake adds to it
+            jobs.append(FakeJob(variant_key(key, v), pair, _item_seed(config, parts, v), frames_row, identity_row,
+                                note=dict(note or {}), variant=v, **kw))
 
     if config.method in ("swap", "reenact"):
         for i, (pair, note, error, parts) in enumerate(plan_pairs(
                 ds, sizes, usable, config.pairing, config.pairs, config.seed, config.min_track_faces, config.pairs_file)):
-            j = job(pair, parts, note=note)
-            if error:
-                j.error = ("bad_input", f"pairs file row {i + 1}: {error}")
-            jobs.append(j)
+            job(pair, parts, note=note, error=("bad_input", f"pairs file row {i + 1}: {error}") if error else None)
     elif config.method in ("self-blend", "reencode"):
         if not usable:
             raise ValueError(f"{ds}: no real track has >= {config.min_track_faces} faces")
         for ref in sorted(main_tracks(usable).values(), key=lambda r: r.video_id):
-            jobs.append(job(Pair(ref), [ref]))
+            job(Pair(ref), [ref])
     else:
         from dfpipe.pipeline.synth.external import match_folders
 
@@ -116,16 +133,17 @@ def plan_jobs(ds: Path, config: SynthConfig) -> list[FakeJob]:
         mains = main_tracks(sizes)
         for vid, folder in matched.items():
             ref = mains.get(vid)
-            j = job(Pair(ref) if ref else None, [vid, folder.name], generator_dir=str(folder))
-            if ref is None:
-                j.error = ("bad_input", f"real video {vid} has no face track to paste {folder} onto")
-            jobs.append(j)
+            job(Pair(ref) if ref else None, [vid, folder.name], generator_dir=str(folder),
+                error=None if ref else ("bad_input", f"real video {vid} has no face track to paste {folder} onto"))
         for folder in unmatched:
-            j = job(None, ["unmatched", folder.name], generator_dir=str(folder))
-            j.error = ("source_missing", f"generator folder {folder} names no real video of {ds} (by id or file name)")
-            jobs.append(j)
+            job(None, ["unmatched", folder.name], generator_dir=str(folder),
+                error=("source_missing", f"generator folder {folder} names no real video of {ds} (by id or file name)"))
         if not jobs:
             raise ValueError(f"--from-generator {config.from_generator} holds no folders of generated frames")
+    if config.variants > 1 and (config.method == "reenact" or (config.method == "swap" and config.geometry == "mesh")):
+        log.warning("--variants %d: a %s takes its face and mask from the face meshes, with no random draw; its "
+                    "variants differ only by the colour transfer's sampled pixels (none with --colour none)",
+                    config.variants, "reenactment" if config.method == "reenact" else "mesh swap")
     return jobs
 
 
@@ -288,7 +306,9 @@ def _generator(job: FakeJob, config: SynthConfig, ds: Path, plan: TrackPlan, cro
     if config.method == "self-blend":
         from dfpipe.pipeline.synth.selfblend import SelfBlendGenerator
 
-        return SelfBlendGenerator(rng)
+        generator = SelfBlendGenerator(rng)
+        job.note["self_blend"] = generator.params.as_meta()  # what this fake (this variant) drew
+        return generator
     from dfpipe.pipeline.synth.external import ExternalGenerator
 
     try:
@@ -332,6 +352,7 @@ def _meta(job: FakeJob, config: SynthConfig, quality: str, **extra: Any) -> str:
         "quality": quality,
         "seed": config.seed,
         "item_seed": job.seed,
+        "variant": job.variant,
         "region": config.region,
         "mask_warp": config.mask_warp if config.deform else "none",
         "transform": config.transform if config.method == "swap" else None,

@@ -5,13 +5,13 @@ The copy is colour-jittered (RGB shift +-20, hue/saturation/value, brightness/co
 +-0.1, each with p=0.3 as in SBI), then downscaled or sharpened, then shifted (x +-3%,
 y +-1.5% of the face) and scaled (0.95..1/0.95) about the face centre. Our reading of
 SBI's "HSV +-0.3": saturation and value scaled by 1 +- 0.3 at most, hue turned by at most
-+-0.3 x 10 degrees. Parameters are drawn once per track, so a self-blended video does not
-flicker; a new seed gives new ones.
++-0.3 x 10 degrees. Parameters are drawn once per fake, so a self-blended video does not
+flicker; a new seed or another variant of the track (`--variants`) gives new ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -50,6 +50,16 @@ class SelfBlendParams:
         shift = (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.015, 0.015)))
         scale = float(rng.uniform(0.95, 1 / 0.95))
         return cls(tuple(float(v) for v in rgb), hue, sat, val, brightness, contrast, degrade, amount, shift, scale)
+
+    def as_meta(self) -> dict:
+        """The draw for a fake's meta JSON, floats to 4 decimals."""
+        out = {}
+        for name, value in asdict(self).items():
+            if isinstance(value, (tuple, list)):
+                out[name] = [round(float(v), 4) for v in value]
+            else:
+                out[name] = round(value, 4) if isinstance(value, float) else value
+        return out
 
 
 def perturb_colour(image: np.ndarray, p: SelfBlendParams) -> np.ndarray:

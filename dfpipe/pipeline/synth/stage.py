@@ -3,7 +3,9 @@
 A work item is one fake (`fake.FakeJob`); it is done when its videos parts exist for every
 asked quality, so a re-run skips finished fakes. The real videos the fakes come from are
 copied into DS2 once, before the fakes, so DS2 is a complete benchmark: reals and fakes,
-pairs resolvable.
+pairs resolvable. A run with another `--seed` (and every other parameter the same) adds its
+fakes to DS2: the seed is hashed into every key, so they sit next to the others, and
+run.json lists every seed (`stages.synthesize.added.seed`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Iterable
 from dfpipe.manifests.ids import relative_path
 from dfpipe.manifests.parts import part_keys, part_path, read_table, rows_to_table, write_part_atomic
 from dfpipe.manifests.schema import VIDEOS_SCHEMA
-from dfpipe.pipeline.synth.config import SynthConfig
+from dfpipe.pipeline.synth.config import ADDED_PARAMS, SynthConfig
 from dfpipe.pipeline.synth.fake import FakeJob, error_rows, fake_rows, harmonizer, plan_jobs, video_id, write_parts
 from dfpipe.runtime.files import atomic_write
 from dfpipe.runtime.stage import ItemError, Outcome, Stage, StageSummary, run_item, run_stage
@@ -27,6 +29,7 @@ class SynthStage(Stage[FakeJob]):
     name = "synthesize"
     unit = "fakes"
     steps = "frames"  # composed, then re-cut once per quality (`fake.py`)
+    added_params = ADDED_PARAMS  # another seed adds its fakes to DS2
 
     def __init__(self, ds: str | Path, out: str | Path, config: SynthConfig) -> None:
         self.config = config
@@ -119,7 +122,8 @@ def synthesize(
     """Make the fakes `config` asks for from the real dataset `ds` into `out` (DS2).
 
     Raises ValueError / ParamsMismatch before any work on bad arguments or when `out` was
-    made with other parameters; a fake that fails gets error rows, and the run goes on."""
+    made with other parameters (another seed is no mismatch: its fakes are added to `out`);
+    a fake that fails gets error rows, and the run goes on."""
     config = config or SynthConfig()
     ds, out = Path(ds), Path(out)
     if not (ds / "videos").is_dir():
