@@ -40,7 +40,8 @@ def ingest(
     relative to the listing's folder, or absolute), label (required: real, fake or unknown),
     and optionally source (the path, as listed, of the real a fake was made from), target (the
     identity donor's path), method, compression (c0, c23, c40, raw), split (train, val, test),
-    dataset (one name per listing; default custom).
+    dataset (one name per listing; default custom), identity (who is filmed: made splits keep
+    one identity's videos on one side).
 
     Re-running ingest keeps what extract found; rows whose label, method, split or pair
     changed are updated (their faces' label and split too) and listed.

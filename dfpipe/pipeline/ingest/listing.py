@@ -3,7 +3,9 @@
 Columns (CSV header or JSON object keys): `path` (required, relative to the listing's
 folder or absolute), `label` (required: real / fake / unknown), and optional `source`
 (the path of the real video a fake was made from, as listed), `target` (identity donor),
-`method`, `compression`, `split`, `dataset`. A JSON listing is a list of such objects.
+`method`, `compression`, `split`, `dataset`, `identity` (who is in the video: training
+keeps one identity's videos on one side of a split, as Celeb-DF's ids). A JSON listing is
+a list of such objects.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dfpipe.pipeline.ingest.common import (
 )
 
 DATASET = "custom"
-COLUMNS = ("path", "label", "source", "target", "method", "compression", "split", "dataset")
+COLUMNS = ("path", "label", "source", "target", "method", "compression", "split", "dataset", "identity")
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -66,6 +68,7 @@ def list_listing(listing: str | Path) -> tuple[list[Entry], str]:
                 source_key=rec.get("source"),
                 target_key=rec.get("target"),
                 split=check_split(rec.get("split"), where),
+                meta={"identity": str(rec["identity"])} if rec.get("identity") else {},
             )
         )
         datasets.add(rec.get("dataset") or DATASET)
