@@ -37,7 +37,7 @@ def _print_json(data: Any) -> None:
 
 
 def train(
-    dataset_dir: Path = typer.Argument(..., metavar="DATASET", help="Dataset directory with faces/ (from `dfpipe extract`), or WebDataset shards from `dfpipe export --format webdataset` (a .tar, a folder of them, or a quoted glob)."),
+    dataset_dir: List[Path] = typer.Argument(..., metavar="DATASET...", help="Dataset directory with faces/ (from `dfpipe extract`), or WebDataset shards from `dfpipe export --format webdataset` (a .tar, a folder of them, or a quoted glob); several are read as one dataset."),
     model: str = option(TRAIN, "model", "--model", "-m", help=f"Detector: {', '.join(list_models(kind='detector'))}."),
     out: Path = option(TRAIN, "out", "--out", "-o", help="Run folder: checkpoints, logs, metrics."),
     epochs: int = option(TRAIN, "epochs", help="Epochs (the schedule spans all of them)."),
@@ -53,7 +53,13 @@ def train(
     workers: int = option(TRAIN, "workers", help="DataLoader worker processes per training process."),
     tiny: bool = option(TRAIN, "tiny", "--tiny", help="The model's tiny config (64 px; tests and quick tries)."),
     pretrained: Optional[bool] = option(TRAIN, "pretrained", "--pretrained/--no-pretrained",
-                                        help="ImageNet backbone weights (default: on unless offline or --tiny)."),
+                                        help="ImageNet backbone weights (default: on unless offline or --tiny); "
+                                             "offline from timm's Hugging Face cache only."),
+    backbone_weights: Optional[Path] = option(TRAIN, "backbone_weights", metavar="FILE",
+                                              help="Start the backbone from FILE: a timm checkpoint of its network "
+                                                   "(.pth, .pt or .safetensors)."),
+    backbone_sha256: Optional[str] = option(TRAIN, "backbone_sha256", metavar="HEX",
+                                            help="Refuse --backbone-weights unless its sha256 is HEX."),
     model_cfg: Optional[List[str]] = option(TRAIN, "model_cfg", "--model-cfg", help="Model option KEY=VALUE, repeatable (e.g. depth=1)."),
     seed: int = option(TRAIN, "seed", help="Seed of splits, data order, augmentation and initialisation."),
     amp: bool = option(TRAIN, "amp", help="Mixed precision on CUDA (CPU runs stay float32)."),
@@ -73,6 +79,8 @@ def train(
                                                "train M2TR's temporal fusion head on best.pt's frame features."),
     fusion_epochs: int = option(TRAIN, "fusion_epochs", help="Epochs of the VTF head (with --fusion vtf)."),
     fusion_clip: int = option(TRAIN, "fusion_clip", help="Frames per training clip of the VTF head."),
+    fakes: str = option(TRAIN, "fakes", help="Fake samples: dataset (the stored fakes), sbi (a fresh self-blend of "
+                                             "each real face every time it is read), or sbi+dataset."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train M2TR or MAT on DS/faces/. Works under `torchrun -m dfpipe train ...` too.
@@ -88,10 +96,11 @@ def train(
         summary = train(
             dataset_dir, model=model, out=out, epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
             weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma,
-            accum=accum, workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=model_cfg, seed=seed, amp=amp,
+            accum=accum, workers=workers, tiny=tiny, pretrained=pretrained, backbone_weights=backbone_weights,
+            backbone_sha256=backbone_sha256, model_cfg=model_cfg, seed=seed, amp=amp,
             device=device, gpus=gpus, resume=resume, overwrite=overwrite, balance=balance, augment=augment, buffer=buffer, max_steps=max_steps,
             stop_after=stop_after, save_every=save_every, log_every=log_every, progress=progress, fusion=fusion,
-            fusion_epochs=fusion_epochs, fusion_clip=fusion_clip,
+            fusion_epochs=fusion_epochs, fusion_clip=fusion_clip, fakes=fakes,
         )
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -129,7 +138,7 @@ def train(
 
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint from `dfpipe train` (best.pt or last.pt)."),
-    dataset_dir: Path = typer.Argument(..., metavar="DATASET", help="Dataset directory with faces/, or WebDataset shards (as train takes them)."),
+    dataset_dir: List[Path] = typer.Argument(..., metavar="DATASET...", help="Dataset directory with faces/, or WebDataset shards (as train takes them); several are read as one."),
     split: str = option(EVALUATE, "split", help="train, val, test or all."),
     report: Optional[Path] = option(EVALUATE, "report", help="Folder for metrics.json, faces.parquet and roc.png."),
     batch: int = option(EVALUATE, "batch", help="Faces per forward pass."),
@@ -141,6 +150,8 @@ def evaluate(
                                                    "checkpoint has the head), mean, or vtf."),
     by: List[str] = option(EVALUATE, "by", "--by", help="A further breakdown (repeatable): perturbation = AUC per "
                                                        "perturbation kind and level of a `dfpipe perturb` dataset."),
+    fakes: str = option(EVALUATE, "fakes", help="Fakes scored: dataset (the stored ones), sbi (a self-blend of each "
+                                                "real face, the same every time), or sbi+dataset."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Frame AUC, ACC at 0.5, EER, AP, video AUC (mean frame probability), per method and
@@ -149,18 +160,18 @@ def evaluate(
 
     try:
         result = evaluate(checkpoint, dataset_dir, split=split, report=report, batch=batch, workers=workers,
-                          device=device, amp=amp, progress=progress, by=by, fusion=fusion)
+                          device=device, amp=amp, progress=progress, by=by, fusion=fusion, fakes=fakes)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     if json_output:
         _print_json(result)
         return
-    print_evaluation(result, dataset_dir, split)
+    print_evaluation(result, " + ".join(str(d) for d in dataset_dir), split)
     if report is not None:
         console.print(f"report: {report}/metrics.json, faces.parquet, roc.png")
 
 
-def print_evaluation(result: dict, dataset_dir: Path, split: str) -> None:
+def print_evaluation(result: dict, dataset_dir: str | Path, split: str) -> None:
     """The metrics of `dfpipe evaluate`: all faces, then per method and per compression
     (method names wrap at their joints only, the numbers never)."""
     from rich.table import Table

@@ -62,10 +62,16 @@ def out_channels(module: nn.Module) -> int:
 
 class EfficientNetTrunk(nn.Module):
     """A timm EfficientNet split into stem, stages (L1..Ln) and head so detectors can tap
-    and cut it at any stage while keeping the ImageNet weights' module names."""
+    and cut it at any stage; its modules are timm's, regrouped (`TIMM_PREFIXES`), so a
+    timm checkpoint of `name` loads into it (`dfpipe.train.backbone`)."""
+
+    #: timm's state-dict prefixes -> the trunk's (the same modules under other parents)
+    TIMM_PREFIXES = (("conv_stem.", "stem.0."), ("bn1.", "stem.1."), ("blocks.", "stages."),
+                     ("conv_head.", "head.0."), ("bn2.", "head.1."))
 
     def __init__(self, name: str, pretrained: bool = False) -> None:
         super().__init__()
+        self.name = name
         net = timm.create_model(name, pretrained=pretrained, features_only=False, num_classes=0)
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
         self.stages = net.blocks

@@ -32,6 +32,7 @@ from dfpipe.manifests.codec import decode_image, decode_mask
 from dfpipe.manifests.parts import list_parts, read_table
 from dfpipe.manifests.schema import HOW_TO_LABEL, VIDEOS_SCHEMA
 from dfpipe.train.augment import AugmentConfig, augment
+from dfpipe.train.sbi import GEOMETRY_COLUMNS, SBI_METHOD, crop_geometry, sbi_rng, self_blend, uses_sbi
 from dfpipe.train.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
@@ -55,11 +56,15 @@ class DataError(ValueError):
 @dataclass
 class FaceIndex:
     """Every face row without pixels, with where its bytes live (`part`, `rg`, `rg_row`),
-    its integer label `y` (0 real, 1 fake, -1 unknown) and its resolved `split`."""
+    its integer label `y` (0 real, 1 fake, -1 unknown) and its resolved `split`.
+
+    `roots` are the dataset directories read (`root` the first). Rows with `sbi_of` >= 0
+    stand for a fresh self-blend of that real row (`with_self_blends`)."""
 
     root: Path
     parts: list[Path]
     table: pd.DataFrame
+    roots: list[Path] = field(default_factory=list)
 
     def select(self, split: str | None, labelled: bool = True) -> pd.DataFrame:
         t = self.table
@@ -68,6 +73,11 @@ class FaceIndex:
         if labelled:
             t = t[t["y"] >= 0]
         return t
+
+    @property
+    def name(self) -> str:
+        """How messages name the data: the directory, or all of them."""
+        return str(self.root) if len(self.roots) <= 1 else " + ".join(str(r) for r in self.roots)
 
 
 def _part_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -94,13 +104,16 @@ def _identity(meta: object) -> str | None:
     return _meta_value(meta, "identity")
 
 
-def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-               keep_splits: bool = False) -> FaceIndex:
-    """Read `faces/` (index columns only) and `videos/` and resolve labels and splits.
+def dataset_dirs(dataset_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One dataset directory or several, as a list (order kept, repeats dropped)."""
+    items = [dataset_dir] if isinstance(dataset_dir, (str, Path)) else list(dataset_dir)
+    if not items:
+        raise DataError("no dataset directory given")
+    return list(dict.fromkeys(Path(p) for p in items))
 
-    Splits an earlier run kept for this `seed` (DS/splits/) are reused; `keep_splits`
-    (training) writes the resolved ones back, so evaluation sees the same assignment."""
-    root = Path(dataset_dir)
+
+def _read_faces(root: Path, first_part: int) -> tuple[list[Path], pd.DataFrame]:
+    """The index columns of one dataset's faces/ parts (numbered from `first_part`)."""
     parts = list_parts(root, "faces")
     if not parts:
         raise DataError(f"{root}: no faces/ parts (run `dfpipe extract` first)")
@@ -115,16 +128,48 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
         missing = sorted({"face_id", "video_id", "image"} - set(pf.schema_arrow.names))
         if missing:
             raise DataError(f"{path}: not a faces part (no column {', '.join(missing)})")
-        t["part"] = i
+        t["part"] = first_part + i
         t["rg"], t["rg_row"] = _part_positions(path)
         frames.append(t)
     faces = pd.concat(frames, ignore_index=True)
+    faces["root"] = str(root)
+    return parts, faces
+
+
+def load_index(dataset_dir: str | Path | Sequence[str | Path], seed: int = 0,
+               fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, keep_splits: bool = False) -> FaceIndex:
+    """Read `faces/` (index columns only) and `videos/` of one or several dataset
+    directories and resolve labels and splits.
+
+    Several directories are read as one dataset: a video id met in more than one (the
+    reals each fakes dataset carries along) is taken from the first that has its faces,
+    and a face id is counted once. Splits are resolved over the union, so a source's
+    reals and its fakes stay on one side whichever directory holds them. Splits an earlier
+    run kept for this `seed` (DS/splits/ of any of them) are reused; `keep_splits`
+    (training) writes the resolved ones back into each directory for its own videos, so
+    evaluation sees the same assignment."""
+    roots = dataset_dirs(dataset_dir)
+    parts: list[Path] = []
+    frames, video_tables = [], []
+    for root in roots:
+        root_parts, faces = _read_faces(root, len(parts))
+        parts += root_parts
+        frames.append(faces)
+        video_tables.append(read_table(root, "videos", VIDEOS_SCHEMA, columns=_VIDEO_COLUMNS).to_pandas())
+    faces = pd.concat(frames, ignore_index=True)
+    if len(roots) > 1:
+        # a video's faces come from the first directory that has them; then one row per face id
+        owner = faces.drop_duplicates("video_id")[["video_id", "root"]].set_index("video_id")["root"]
+        faces = faces[faces["root"] == faces["video_id"].map(owner)]
+        faces = faces.drop_duplicates("face_id", keep="first").reset_index(drop=True)
     for col in ("label", "split", "frame_index", "track_id"):
         if col not in faces:
             faces[col] = None
 
-    videos = read_table(root, "videos", VIDEOS_SCHEMA, columns=_VIDEO_COLUMNS).to_pandas()
-    videos = videos.drop_duplicates("video_id", keep="last")
+    videos = pd.concat(video_tables, ignore_index=True) if video_tables else pd.DataFrame(columns=_VIDEO_COLUMNS)
+    # within a directory its last row wins (a re-run); across directories the first
+    videos = pd.concat([t.drop_duplicates("video_id", keep="last") for t in video_tables if len(t)] or [videos],
+                       ignore_index=True).drop_duplicates("video_id", keep="first")
     videos["identity"] = videos["meta"].map(_identity)
     if len(videos):
         meta = videos.set_index("video_id")
@@ -140,15 +185,44 @@ def load_index(dataset_dir: str | Path, seed: int = 0, fractions: tuple[float, f
         faces["compression"] = None
         faces["perturbation"] = None
     faces["y"] = faces["label"].map(LABEL_IDS).fillna(-1).astype(np.int64)
+    faces["sbi_of"] = np.int64(-1)
     table = videos if len(videos) else None
     given = given_split_videos(faces, table)
+    fixed: dict[str, str] = {}
+    for root in reversed(roots):  # the first directory's record wins
+        fixed.update(read_kept_splits(root, seed))
+    name = str(roots[0]) if len(roots) == 1 else " + ".join(str(r) for r in roots)
     try:
-        faces["split"] = assign_splits(faces, table, seed=seed, fractions=fractions, fixed=read_kept_splits(root, seed))
+        faces["split"] = assign_splits(faces, table, seed=seed, fractions=fractions, fixed=fixed)
     except ValueError as exc:
-        raise DataError(f"{root}: {exc}") from exc
+        raise DataError(f"{name}: {exc}") from exc
     if keep_splits:
-        write_kept_splits(root, faces, table, seed, given)
-    return FaceIndex(root, parts, faces)
+        for root in roots:
+            own = faces[faces["root"] == str(root)]
+            if len(own):
+                write_kept_splits(root, own, table, seed, given)
+    return FaceIndex(roots[0], parts, faces, roots)
+
+
+def with_self_blends(index: FaceIndex, fakes: str) -> FaceIndex:
+    """The index as training with `fakes` sees it: `dataset` as it is; `sbi` its real
+    faces plus one self-blend row per real face (label fake, method `sbi`, video
+    `<video_id>-sbi`); `sbi+dataset` every row plus those self-blends. A self-blend row
+    points at its real row's pixels (`sbi_of`); the blend itself is drawn when it is read."""
+    if not uses_sbi(fakes):
+        return index
+    t = index.table
+    kept = (t if fakes == "sbi+dataset" else t[t["y"] == 0]).reset_index(drop=True)
+    reals = kept[kept["y"] == 0]
+    if reals.empty:
+        raise DataError(f"{index.name}: --fakes {fakes} self-blends real faces, and there are none")
+    blends = reals.copy()
+    blends["sbi_of"] = reals.index.to_numpy(np.int64)
+    blends["face_id"] = reals["face_id"].astype(str) + "-sbi"
+    blends["video_id"] = reals["video_id"].astype(str) + "-sbi"
+    blends["label"], blends["y"], blends["method"] = "fake", 1, SBI_METHOD
+    blends.index = np.arange(len(kept), len(kept) + len(blends))
+    return FaceIndex(index.root, index.parts, pd.concat([kept, blends]), index.roots)
 
 
 # --------------------------------------------------------------------------- per-sample processing
@@ -201,16 +275,43 @@ def make_sample(
 
     The mask target is zeros for a real face, the decoded mask for a fake that has one,
     and zeros flagged unknown (`mask_known=False`) for a fake without one."""
-    img = resize_to(decode_image(image), spec.height, spec.width)
+    img = decode_image(image)
     if y == 1 and mask is not None:
-        m = resize_to(decode_mask(mask), spec.height, spec.width).astype(np.float32) / 255.0
-        known = True
-    else:
+        return finish_sample(img, decode_mask(mask).astype(np.float32) / 255.0, True, spec, rng, aug)
+    return finish_sample(img, None, y == 0, spec, rng, aug)
+
+
+def finish_sample(
+    img: np.ndarray,
+    mask: np.ndarray | None,
+    known: bool,
+    spec: ImageSpec,
+    rng: np.random.Generator | None,
+    aug: AugmentConfig,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Resize a decoded face and its float mask (None: zeros), augment, normalise."""
+    img = resize_to(img, spec.height, spec.width)
+    if mask is None:
         m = np.zeros((spec.height, spec.width), np.float32)
-        known = y == 0
+    else:
+        m = resize_to(mask, spec.height, spec.width)
     if rng is not None:
         img, m = augment(img, m, rng, aug)
     return to_tensor(img, spec), torch.from_numpy(np.ascontiguousarray(m))[None], known
+
+
+def self_blend_sample(
+    image: bytes,
+    geometry: tuple,
+    spec: ImageSpec,
+    blend_rng: np.random.Generator,
+    rng: np.random.Generator | None,
+    aug: AugmentConfig,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """A fresh self-blend of a real face (`dfpipe.train.sbi`): its blend mask is the target."""
+    landmarks, mesh = crop_geometry(*geometry)
+    fake, mask = self_blend(decode_image(image), landmarks, mesh, blend_rng)
+    return finish_sample(fake, mask, True, spec, rng, aug)
 
 
 # --------------------------------------------------------------------------- the stream
@@ -263,11 +364,11 @@ def _no_faces_message(index: FaceIndex, split: str | None) -> str:
     """Why a split has nothing to train or test on, and what to do about it."""
     labelled = index.select(None)
     if labelled.empty:
-        return (f"{index.root}: no labelled faces: none of its {len(index.table)} faces is labelled real or fake "
+        return (f"{index.name}: no labelled faces: none of its {len(index.table)} faces is labelled real or fake "
                 f"(files extracted directly are 'unknown'); {HOW_TO_LABEL}")
     present = labelled["split"].value_counts()
     have = ", ".join(f"{name} ({n} faces)" for name, n in present.items())
-    return f"{index.root}: no labelled faces in split {split!r}; the labelled faces are in: {have} (choose with --split)"
+    return f"{index.name}: no labelled faces in split {split!r}; the labelled faces are in: {have} (choose with --split)"
 
 
 class FaceStream(IterableDataset):
@@ -288,6 +389,9 @@ class FaceStream(IterableDataset):
         self.part = index.table["part"].to_numpy(np.int64)
         self.rg = index.table["rg"].to_numpy(np.int64)
         self.rg_row = index.table["rg_row"].to_numpy(np.int64)
+        self.sbi_of = index.table["sbi_of"].to_numpy(np.int64) if "sbi_of" in index.table else np.full(len(self.y), -1)
+        # a self-blend row has its real row's part, row group and row: it reads those pixels
+        self.columns = list(cfg.columns) + (list(GEOMETRY_COLUMNS) if (self.sbi_of >= 0).any() else [])
         self.epoch = 0
         self.skip_batches = 0
         self.batch_size = 1
@@ -373,7 +477,8 @@ class FaceStream(IterableDataset):
                 p = int(self.part[row])
                 if p not in files:
                     files[p] = pq.ParquetFile(self.parts[p])
-                cache[g] = files[p].read_row_group(int(self.rg[row]), columns=list(self.cfg.columns)).to_pydict()
+                names = [c for c in self.columns if c in files[p].schema_arrow.names]
+                cache[g] = files[p].read_row_group(int(self.rg[row]), columns=names).to_pydict()
             data = cache[g]
             r = int(self.rg_row[row])
             y = int(self.y[row])
@@ -381,7 +486,14 @@ class FaceStream(IterableDataset):
             if self.cfg.train:
                 rng = np.random.default_rng([self.cfg.seed, self.epoch, self.rank, worker, pos, 13])
             try:
-                image, mask, known = make_sample(data["image"][r], data["mask"][r], y, self.cfg.spec, rng, self.cfg.augment)
+                if self.sbi_of[row] >= 0:
+                    geometry = tuple(data.get(c, [None] * (r + 1))[r] for c in GEOMETRY_COLUMNS)
+                    blend_rng = sbi_rng(self.cfg.seed, self.epoch if self.cfg.train else 0, int(row))
+                    image, mask, known = self_blend_sample(data["image"][r], geometry, self.cfg.spec, blend_rng, rng,
+                                                           self.cfg.augment)
+                else:
+                    image, mask, known = make_sample(data["image"][r], data["mask"][r], y, self.cfg.spec, rng,
+                                                     self.cfg.augment)
             except (ValueError, TypeError) as exc:
                 raise DataError(f"{self.parts[int(self.part[row])]} row group {int(self.rg[row])} row {r}: {exc}") from exc
             remaining[g] -= 1

@@ -20,11 +20,12 @@ from dfpipe.models.registry import model_from_checkpoint
 from dfpipe.runtime.checkpoint import load_checkpoint, plain
 from dfpipe.runtime.device import resolve_device
 from dfpipe.runtime.progress import progress_bar
-from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index
+from dfpipe.train.data import DataError, FaceStream, ImageSpec, StreamConfig, load_index, with_self_blends
 from dfpipe.train.fusion import fusion_scores, wants_vtf
 from dfpipe.train.inference import score_stream, score_stream_features
 from dfpipe.train.metrics import evaluate_scores, frame_metrics, per_perturbation, plot_roc, robustness_table
-from dfpipe.train.shards import dataset_from_shards, shard_files
+from dfpipe.train.sbi import check_fakes
+from dfpipe.train.shards import one_or_many, readable_datasets
 
 #: the breakdowns `evaluate(by=...)` adds
 BREAKDOWNS = ("perturbation",)
@@ -41,7 +42,7 @@ def _finite(value: Any) -> Any:
 
 def evaluate(
     checkpoint: str | Path,
-    dataset_dir: str | Path,
+    dataset_dir: str | Path | Sequence[str | Path],
     split: str = "test",
     report: str | Path | None = None,
     batch: int = 32,
@@ -51,8 +52,14 @@ def evaluate(
     progress: bool = True,
     by: Sequence[str] = (),
     fusion: str = "auto",
+    fakes: str = "dataset",
 ) -> dict[str, Any]:
-    """Metrics of `checkpoint` on `split` (`all` = every labelled face) of `dataset_dir`.
+    """Metrics of `checkpoint` on `split` (`all` = every labelled face) of `dataset_dir`
+    (one dataset directory or shards, or several read as one, as `train` takes them).
+
+    `fakes`: `dataset` scores the stored fakes; `sbi` the reals and a self-blend of each
+    (drawn once per face for the seed of the run: the same blends every time); `sbi+dataset`
+    both. Self-blends are method `sbi` in the per-method table.
 
     Video-level metrics come two ways where the checkpoint has a VTF head (`train
     --fusion vtf`): `video` (the mean of frame probabilities, always) and `video_vtf` (the
@@ -67,13 +74,20 @@ def evaluate(
     if unknown:
         raise DataError(f"--by: unknown breakdown {', '.join(unknown)}; choose from {', '.join(BREAKDOWNS)}")
     started = time.perf_counter()
-    if shard_files(dataset_dir):  # WebDataset shards of an export, as train reads them
-        dataset_dir = dataset_from_shards(dataset_dir)
+    try:
+        check_fakes(fakes)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    dirs, _ = readable_datasets(dataset_dir)  # WebDataset shards of an export, as train reads them
+    for d in dirs:
+        if not d.is_dir():
+            raise DataError(f"{d}: no such dataset directory")
+    dataset_dir = one_or_many(dirs)
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model = model_from_checkpoint(ckpt, dev)
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
-    index = load_index(dataset_dir, seed=int(ckpt["config"].get("seed", 0)))
+    index = with_self_blends(load_index(dirs, seed=int(ckpt["config"].get("seed", 0))), fakes)
     stream = FaceStream(index, StreamConfig(None if split == "all" else split, spec))
     use_vtf = wants_vtf(ckpt, fusion, checkpoint)
     with progress_bar(progress) as bar:
@@ -102,7 +116,8 @@ def evaluate(
         metrics["robustness"] = robustness_table(metrics["per_perturbation"])
     result = {
         "checkpoint": str(checkpoint),
-        "dataset_dir": str(dataset_dir),
+        "dataset_dir": dataset_dir,
+        "fakes": fakes,
         "split": split,
         "model": ckpt["model_name"],
         "model_kwargs": ckpt["model_kwargs"],

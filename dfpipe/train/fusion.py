@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from dfpipe.runtime.device import resolve_device
 from dfpipe.runtime.progress import progress_bar
 from dfpipe.train.data import DataError, FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index
 from dfpipe.train.inference import score_stream_features
-from dfpipe.train.shards import dataset_from_shards, shard_files
+from dfpipe.train.shards import readable_datasets
 
 #: the faces-table columns `frame_features` returns (`label` is the 0/1 `y`, `label_name` the word)
 FACE_COLUMNS = ["face_id", "video_id", "track_id", "frame_index", "label", "y", "split", "method", "compression",
@@ -61,16 +61,15 @@ class _FrameModel:
     device: torch.device
 
 
-def _frame_model(ckpt: dict[str, Any], dataset_dir: str | Path, device: str | None) -> _FrameModel:
-    if shard_files(dataset_dir):  # WebDataset shards of an export, as train reads them
-        dataset_dir = dataset_from_shards(dataset_dir)
+def _frame_model(ckpt: dict[str, Any], dataset_dir: str | Path | Sequence[str | Path], device: str | None) -> _FrameModel:
+    dirs, _ = readable_datasets(dataset_dir)  # WebDataset shards of an export, as train reads them
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)
     model.requires_grad_(False)
     if not hasattr(model, "num_features"):
         raise CheckpointError(f"{ckpt['model_name']} gives no per-face feature for temporal fusion")
     spec = ImageSpec.from_default_cfg(ckpt["default_cfg"])
-    index = load_index(dataset_dir, seed=int(ckpt["config"].get("seed", 0)))  # the training run's splits
+    index = load_index(dirs, seed=int(ckpt["config"].get("seed", 0)))  # the training run's splits
     return _FrameModel(model, spec, index, dev)
 
 

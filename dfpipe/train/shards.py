@@ -103,4 +103,24 @@ def dataset_from_shards(source: str | Path) -> Path:
     return root
 
 
-__all__ = ["dataset_from_shards", "shard_files"]
+def readable_datasets(sources: str | Path | list | tuple) -> tuple[list[Path], list[str]]:
+    """The dataset directories that one source or several (dataset directories or shards)
+    stand for, each shard set through its cached index; and notes on the shards read."""
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    dirs, notes = [], []
+    for source in items:
+        shards = shard_files(source)
+        if shards:
+            dirs.append(dataset_from_shards(source))
+            notes.append(f"read {len(shards)} WebDataset shard(s) through the index {dirs[-1]}")
+        else:
+            dirs.append(Path(source))
+    return dirs, notes
+
+
+def one_or_many(dirs: list[Path]) -> str | list[str]:
+    """How a run's config records its data: a path, or a list of them for several."""
+    return str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs]
+
+
+__all__ = ["dataset_from_shards", "one_or_many", "readable_datasets", "shard_files"]

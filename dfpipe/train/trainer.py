@@ -29,14 +29,24 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dfpipe.models.registry import CATALOGUE, count_parameters, create_model, list_models
+from dfpipe.models.registry import CATALOGUE, count_parameters, list_models
 from dfpipe.runtime.checkpoint import load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state
 from dfpipe.runtime.progress import progress_bar
 from dfpipe.runtime.runinfo import read_run
 from dfpipe.train import distributed as ddp
 from dfpipe.train.augment import preset
-from dfpipe.train.data import FaceIndex, FaceStream, ImageSpec, StreamConfig, load_index, make_loader
-from dfpipe.train.shards import dataset_from_shards, shard_files
+from dfpipe.train.data import (
+    FaceIndex,
+    FaceStream,
+    ImageSpec,
+    StreamConfig,
+    dataset_dirs,
+    load_index,
+    make_loader,
+    with_self_blends,
+)
+from dfpipe.train.shards import one_or_many, readable_datasets
+from dfpipe.train.sbi import check_fakes
 from dfpipe.train.splits import split_counts
 from dfpipe.train.inference import autocast, score_stream
 from dfpipe.train.metrics import evaluate_scores
@@ -66,7 +76,7 @@ def check_validation(index: FaceIndex) -> None:
                      for name, c in counts.items())
     what = "is empty" if val.empty else f"holds only {classes.pop() if classes else 'unlabelled'} faces"
     raise TrainError(
-        f"{index.root}: the validation split {what}, so no model could be chosen ({held}). "
+        f"{index.name}: the validation split {what}, so no model could be chosen ({held}). "
         "Add videos (splits are made by source group: each needs real and fake videos from several "
         "sources), or name the splits yourself: a `split` column (train/val/test) in a listing for "
         "`dfpipe ingest list`, or val/ and test/ folders for `dfpipe ingest folders`"
@@ -78,7 +88,7 @@ class TrainConfig:
     """Everything that decides what a run computes (saved as config.json and in checkpoints).
     Built by `train`, whose signature holds the defaults."""
 
-    dataset_dir: str
+    dataset_dir: str | list[str]  # one dataset directory, or several read as one
     model: str
     out: str
     epochs: int
@@ -106,9 +116,15 @@ class TrainConfig:
     save_every: int | None  # also write last.pt every N optimizer steps
     log_every: int
     progress: bool
+    fakes: str = "dataset"  # dataset (stored fakes), sbi (fresh self-blends of the reals), sbi+dataset
+    backbone_weights: str | None = None  # the trunk's starting weights: a local file (dfpipe.train.backbone)
+    backbone_sha256: str | None = None  # that file's sha256 as read (checked against --backbone-sha256)
 
     def model_name(self) -> str:
         return self.model.removesuffix("_tiny")
+
+    def datasets(self) -> list[Path]:
+        return dataset_dirs(self.dataset_dir)
 
     def model_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.model_cfg)
@@ -130,8 +146,13 @@ class TrainConfig:
         if self.model not in detectors:
             what = f"a {CATALOGUE[self.model].kind}" if self.model in CATALOGUE else "an unknown model"
             raise TrainError(f"--model {self.model!r} is {what}; train one of the detectors: {', '.join(detectors)}")
-        if not Path(self.dataset_dir).is_dir():
-            raise TrainError(f"{self.dataset_dir}: no such dataset directory")
+        for d in self.datasets():
+            if not d.is_dir():
+                raise TrainError(f"{d}: no such dataset directory")
+        try:
+            check_fakes(self.fakes)
+        except ValueError as exc:
+            raise TrainError(str(exc)) from None
         for name in ("epochs", "batch", "accum", "buffer", "log_every"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -235,7 +256,7 @@ class CsvLog:
 class _Run:
     """One process's share of a training run."""
 
-    def __init__(self, cfg: TrainConfig, info: ddp.DistInfo) -> None:
+    def __init__(self, cfg: TrainConfig, info: ddp.DistInfo, resume: bool = False) -> None:
         self.cfg, self.info = cfg, info
         self.out = Path(cfg.out)
         self.device = info.device
@@ -243,10 +264,13 @@ class _Run:
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(cfg.seed)
-        self.model = create_model(cfg.model_name(), pretrained=cfg.pretrained, **cfg.model_kwargs()).to(self.device)
+        from dfpipe.train.backbone import build_model
+
+        self.model = build_model(cfg, resume).to(self.device)  # resume: last.pt holds every weight
         self.spec = ImageSpec.from_default_cfg(self.model.default_cfg)
-        self.extract_params = plain(read_run(cfg.dataset_dir).get("stages", {}).get("extract", {}).get("params", {}))
-        self.index: FaceIndex = load_index(cfg.dataset_dir, seed=cfg.seed, keep_splits=info.main)
+        self.extract_params = plain(read_run(cfg.datasets()[0]).get("stages", {}).get("extract", {}).get("params", {}))
+        self.index: FaceIndex = with_self_blends(load_index(cfg.datasets(), seed=cfg.seed, keep_splits=info.main),
+                                                 cfg.fakes)
         check_validation(self.index)
         per_step = info.world_size * cfg.accum
         if cfg.batch % per_step:
@@ -322,6 +346,9 @@ class _Run:
         self.epoch, self.step, self.mb_done = ckpt["epoch"], ckpt["step"], ckpt["batch_in_epoch"]
         self.best = dict(ckpt["best"])
         self.history = list(ckpt["history"])
+        # the weights that started the run, whatever this invocation names (config.json keeps them)
+        self.cfg.backbone_weights = ckpt["config"].get("backbone_weights")
+        self.cfg.backbone_sha256 = ckpt["config"].get("backbone_sha256")
         states = ckpt["rng"]
         if len(states) == self.info.world_size:
             set_rng_state(states[self.info.rank])
@@ -510,7 +537,7 @@ def _run_process(cfg_dict: dict[str, Any], resume: bool, result_path: str | None
     cfg = TrainConfig(**cfg_dict)
     info = ddp.init(cfg.device)
     try:
-        run = _Run(cfg, info)
+        run = _Run(cfg, info, resume)
         last = Path(cfg.out) / "last.pt"
         if resume:
             if not last.is_file():
@@ -531,7 +558,7 @@ FUSIONS = ("mean", "vtf")
 
 
 def train(
-    dataset_dir: str | Path,
+    dataset_dir: str | Path | Sequence[str | Path],
     model: str = "m2tr",
     out: str | Path = "runs/train",
     epochs: int = 20,
@@ -547,6 +574,8 @@ def train(
     workers: int = 2,
     tiny: bool = False,
     pretrained: bool | None = None,
+    backbone_weights: str | Path | None = None,
+    backbone_sha256: str | None = None,
     model_cfg: Sequence[str] | dict | None = None,
     seed: int = 0,
     amp: bool = True,
@@ -565,15 +594,28 @@ def train(
     fusion: str = "mean",
     fusion_epochs: int = 30,
     fusion_clip: int = 16,
+    fakes: str = "dataset",
 ) -> dict[str, Any] | None:
     """Train `model` on the faces of `dataset_dir` (a dataset directory, or WebDataset shards
-    of `dfpipe export`: a .tar, a folder of them or a glob); returns a summary (the epochs are also
+    of `dfpipe export`: a .tar, a folder of them or a glob; or a list of these, read as one
+    dataset: `dfpipe.train.data.load_index`); returns a summary (the epochs are also
     in `out/metrics.csv`), or None on the non-main processes of a torchrun launch.
 
+    `fakes`: where the fake samples come from. `dataset` (the default) reads the stored
+    fakes; `sbi` self-blends every real face afresh each time it is read and ignores the
+    stored fakes (SBI's recipe, `dfpipe.train.sbi`); `sbi+dataset` does both. Validation
+    then holds each val real's self-blend too (drawn once, the same every epoch).
+
     `pretrained=None` means ImageNet weights unless offline (`DFPIPE_OFFLINE=1` or
-    `HF_HUB_OFFLINE=1`) or tiny. `gpus=N` spawns N processes (on CUDA one per GPU; on a
-    machine without CUDA they run on the CPU with gloo). Under `torchrun` each process calls
-    this function and joins the process group from the environment.
+    `HF_HUB_OFFLINE=1`), tiny or given `backbone_weights`; offline, `pretrained=True` reads
+    them from timm's cache and never downloads. `backbone_weights` starts the trunk from a
+    local timm checkpoint of its network instead, verified against `backbone_sha256` when
+    that is given; the file's hash is kept in config.json (`dfpipe.train.backbone`). Runs from
+    random weights (the offline default) check the plumbing, not results.
+
+    `gpus=N` spawns N processes (on CUDA one per GPU; on a machine without CUDA they run on
+    the CPU with gloo). Under `torchrun` each process calls this function and joins the
+    process group from the environment.
 
     `fusion="vtf"` then trains M2TR's video-level temporal fusion head (VTF) on the frozen
     frame features of `best.pt`'s tracks (`fusion_epochs`, clips of `fusion_clip` frames) and
@@ -583,22 +625,20 @@ def train(
     if fusion not in FUSIONS:
         raise TrainError(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     tiny = tiny or model.endswith("_tiny")
-    notes = []
-    shards = shard_files(dataset_dir)
-    if shards:  # WebDataset shards of an export: indexed once into a cached dataset directory
-        dataset_dir = dataset_from_shards(dataset_dir)
-        notes.append(f"read {len(shards)} WebDataset shard(s) through the index {dataset_dir}")
+    dirs, notes = readable_datasets(dataset_dir)  # WebDataset shards are indexed once into a cached directory
     if pretrained is None:
-        pretrained = not (offline() or tiny)
-        if offline() and not tiny:
+        pretrained = not (offline() or tiny or backbone_weights is not None)
+        if offline() and not tiny and backbone_weights is None:
             notes.append("offline (DFPIPE_OFFLINE / HF_HUB_OFFLINE): the backbone starts from random weights, not "
-                         "ImageNet; with timm's weights in the Hugging Face cache, --pretrained uses them")
+                         "ImageNet, which checks the plumbing but gives no results; --pretrained reads timm's "
+                         "weights from the Hugging Face cache, --backbone-weights FILE a local checkpoint")
     cfg = TrainConfig(
-        dataset_dir=str(dataset_dir), model=model, out=str(out), epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
+        dataset_dir=one_or_many(dirs), model=model, out=str(out), epochs=epochs, batch=batch, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, momentum=momentum, schedule=schedule, step_size=step_size, gamma=gamma, accum=accum,
         workers=workers, tiny=tiny, pretrained=pretrained, model_cfg=parse_model_cfg(model_cfg), seed=seed, amp=amp,
         device=device, balance=balance, augment=augment, buffer=buffer, max_steps=max_steps, stop_after=stop_after, save_every=save_every, log_every=log_every,
-        progress=progress,
+        progress=progress, fakes=fakes,
+        backbone_weights=None if backbone_weights is None else str(backbone_weights), backbone_sha256=backbone_sha256,
     )
     cfg.check()
     if resume and not (Path(out) / "last.pt").is_file():
@@ -609,6 +649,9 @@ def train(
                              "start over with --overwrite, or choose another --out")
         for name in ("last.pt", "best.pt", "metrics.csv", "steps.csv"):
             (Path(out) / name).unlink(missing_ok=True)
+    from dfpipe.train.backbone import check_backbone
+
+    notes += check_backbone(cfg, resume)  # file, pin and fit, or offline --pretrained's cache: before any work
     cfg_dict = asdict(cfg)
     if gpus is not None and gpus > 1 and "WORLD_SIZE" not in os.environ:
         if torch.cuda.is_available() and torch.cuda.device_count() < gpus:
@@ -627,6 +670,6 @@ def train(
         elif fusion == "vtf":  # the main process only: the frame model is trained and saved
             from dfpipe.train.fusion import train_fusion
 
-            summary["fusion"] = train_fusion(Path(out) / "best.pt", dataset_dir, clip=fusion_clip, epochs=fusion_epochs,
+            summary["fusion"] = train_fusion(Path(out) / "best.pt", dirs, clip=fusion_clip, epochs=fusion_epochs,
                                              seed=seed, device=device, amp=amp, workers=workers, progress=progress)
     return summary
