@@ -227,8 +227,7 @@ def main() -> None:
             "test_auc": test["frame"]["auc"], "test_video_auc": test["video"]["auc"], "test_faces": test["n_faces"],
             "per_method": {m: {"auc": v.get("auc"), "n": v.get("n")} for m, v in methods.items()},
         })
-        write_report(args, build_s, started, data, results)
-    report = write_report(args, build_s, started, data, results)
+        report = write_report(args, build_s, started, data, results)
     print(json.dumps(data, indent=1))
     print(f"build {build_s:.0f} s, total {report['total_s']:.0f} s")
     print("| model | params | epochs | train s | best epoch | val AUC (held-out identity, fresh SBI) | "
